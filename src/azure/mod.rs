@@ -1,0 +1,1 @@
+//! Azure endpoints: IMDS, Entra, and the registry token exchange.

@@ -1,0 +1,1 @@
+//! The two AcrPullBinding API versions decoded into one internal model.

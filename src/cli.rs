@@ -1,0 +1,1 @@
+//! Command-line flags and environment, parsed into a validated configuration.

@@ -1,0 +1,1 @@
+//! Wiring: watchers feed the store and the queue, workers reconcile bindings.

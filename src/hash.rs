@@ -1,0 +1,1 @@
+//! SHA-224 and base36: upstream's inputs-hash and name-hash formulas.

@@ -1,0 +1,1 @@
+//! A small Kubernetes REST client: connection config, typed requests, list and watch.

@@ -1,0 +1,1 @@
+//! Pull Secret names and ServiceAccount pull-secret ordering.

@@ -1,0 +1,1 @@
+//! The pure planner: observed objects and now in, ordered writes and the next deadline out.

@@ -1,0 +1,1 @@
+//! The de-duplicating work queue and the deadline heap.

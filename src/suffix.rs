@@ -1,0 +1,1 @@
+//! Registry server validation against the allowed suffix list.

@@ -1,0 +1,1 @@
+//! The token service: caches and single-flights Entra and ACR tokens.

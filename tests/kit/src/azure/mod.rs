@@ -1,0 +1,1 @@
+//! Fake Azure endpoints: IMDS, Entra and ACR, strict about their protocols.

@@ -1,0 +1,1 @@
+//! The kit CA and server certificates, and kubeconfig files.
