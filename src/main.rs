@@ -1,5 +1,31 @@
 //! The acrpull binary: parse flags, run the controller, map the outcome to an exit code.
 
-fn main() {
-    println!("acrpull {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use acrpull::cli::{self, Command};
+
+fn main() -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    match cli::parse(std::env::args().skip(1), &env) {
+        Ok(Command::Help) => {
+            print!("{}", cli::usage());
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!(
+                "acrpull {} (git {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("ACRPULL_GIT_REV")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(_config)) => {
+            eprintln!("acrpull: the controller is not wired yet");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("acrpull: {e}\nRun 'acrpull --help' for usage.");
+            ExitCode::from(2)
+        }
+    }
 }
