@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${1:-acrpull:dev}
 bin=target/x86_64-unknown-linux-musl/release/acrpull
-[ -x "$bin" ] || scripts/build-static.sh
+scripts/build-static.sh
 command -v buildah >/dev/null || { echo "buildah not found: apt-get install buildah" >&2; exit 1; }
 
 buildah --storage-driver vfs bud --quiet -f Containerfile -t "$image" .
