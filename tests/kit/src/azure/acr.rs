@@ -6,6 +6,7 @@
 //! assignments: a grant on repository `*` is registry-wide (like AcrPull); a requested scope must
 //! still name one repository, as ACR allows no wildcards in scopes.
 
+use super::entra::form_of;
 use super::fault::FaultPlan;
 use super::{entra_issuer_tenant, host_name, lock, LoggedRequest, Shared};
 use crate::http::{Handler, Request, Response};
@@ -326,7 +327,7 @@ impl Acr {
         reg: &Registry,
         req: &Request,
     ) -> Result<(String, Option<String>, Value), Refusal> {
-        let form = req.form();
+        let form = form_of(req);
         let grant = field(&form, "grant_type")?;
         if grant != "access_token" && grant != "access_token_refresh_token" {
             return Err(Refusal::UnsupportedGrant);
@@ -383,7 +384,7 @@ impl Acr {
         reg: &Registry,
         req: &Request,
     ) -> Result<(String, Option<String>, Value), Refusal> {
-        let form = req.form();
+        let form = form_of(req);
         if field(&form, "grant_type")? != "refresh_token" {
             return Err(Refusal::UnsupportedGrant);
         }
@@ -934,8 +935,16 @@ mod tests {
     }
 
     #[test]
-    fn wrong_grant_or_method_is_refused() {
+    fn wrong_grant_method_or_content_type_is_refused() {
         let acr = acr();
+        let json_body = Request::new("POST", "/oauth2/exchange")
+            .with_header("Host", HOST)
+            .with_header("Content-Type", "application/json")
+            .with_body(format!(
+                "grant_type=access_token&service={HOST}&access_token={}",
+                entra_token(ACR_AUDIENCE, 3600)
+            ));
+        assert_eq!(acr.handle(json_body).status, 400);
         let body = format!("grant_type=password&service={HOST}&access_token=x");
         assert_eq!(
             acr.handle(post(HOST, "/oauth2/exchange", &body)).status,

@@ -466,8 +466,9 @@ impl Handler for Entra {
     }
 }
 
-/// The form fields, or none when the body is not form-urlencoded (Entra then misses every field).
-fn form_of(req: &Request) -> Vec<(String, String)> {
+/// The form fields, or none when the body is not form-urlencoded (the real services then miss
+/// every field).
+pub(super) fn form_of(req: &Request) -> Vec<(String, String)> {
     let is_form = req.header("content-type").is_some_and(|c| {
         c.trim()
             .to_ascii_lowercase()

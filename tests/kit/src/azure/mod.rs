@@ -209,6 +209,19 @@ impl Azure {
         self.shared.issued.all()
     }
 
+    /// Assigns a managed identity to the IMDS VM and registers its service principal in Entra
+    /// (tenant of the VM), so it can also be used with workload identity (federated credentials).
+    pub fn add_managed_identity(&self, identity: ManagedIdentity) {
+        self.entra.add_application(
+            self.imds.tenant(),
+            Application {
+                client_id: identity.client_id.clone(),
+                object_id: identity.object_id.clone(),
+            },
+        );
+        self.imds.add_identity(identity);
+    }
+
     /// Shifts all three fakes' clocks by `secs`.
     pub fn set_clock_skew(&self, secs: i64) {
         self.shared.clock.set_skew(secs);
@@ -224,8 +237,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The `Host` header without a port, lower-cased.
 fn host_name(host: &str) -> String {
     let h = host.trim().to_ascii_lowercase();
+    if let Some(rest) = h.strip_prefix('[') {
+        // `[v6]:port` or `[v6]`
+        return rest
+            .split_once(']')
+            .map_or(h.clone(), |(ip, _)| format!("[{ip}]"));
+    }
     match h.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => {
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
             name.to_string()
         }
         _ => h,
@@ -247,6 +266,7 @@ fn entra_issuer_tenant(iss: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Handler;
 
     #[test]
     fn skew_moves_the_fakes_wall_clock() {
@@ -278,6 +298,8 @@ mod tests {
     fn host_names_lose_their_port() {
         assert_eq!(host_name("Reg.AzureCR.io:8443"), "reg.azurecr.io");
         assert_eq!(host_name("reg.azurecr.io"), "reg.azurecr.io");
+        assert_eq!(host_name("[::1]:8443"), "[::1]");
+        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
     }
 
     #[test]
@@ -300,6 +322,24 @@ mod tests {
         az.shared.mint(&serde_json::json!({}));
         assert_eq!(az.issued_tokens().len(), 1);
         az.set_clock_skew(10);
+        az.add_managed_identity(ManagedIdentity {
+            client_id: "c".into(),
+            object_id: "o".into(),
+            resource_id: "/r".into(),
+            principal: Principal::UserAssigned,
+        });
+        assert_eq!(
+            az.imds
+                .handle(
+                    crate::http::Request::new(
+                        "GET",
+                        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x&client_id=c"
+                    )
+                    .with_header("Metadata", "true")
+                )
+                .status,
+            200
+        );
         assert!(az.shared.clock.now_unix() >= now_unix() + 9);
     }
 }
