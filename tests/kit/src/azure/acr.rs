@@ -26,6 +26,8 @@ pub const ARM_AUDIENCES: [&str; 6] = [
     "https://management.core.chinacloudapi.cn/",
     "https://management.chinacloudapi.cn/",
 ];
+/// The user name that marks an ACR token as the password.
+pub const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 /// The issuer of registry tokens.
 const ACR_ISSUER: &str = "Azure Container Registry";
 /// Default lifetimes: refresh tokens 3 h (ACR docs), access tokens 75 min (observed, doc sample).
@@ -88,6 +90,8 @@ enum Refusal {
     TenantMismatch,
     /// The refresh token is not one this registry issued.
     InvalidRefreshToken,
+    /// Basic credentials that are not the null GUID and a registry token of this registry.
+    BadCredentials,
     /// A scope that does not parse as `type:name:actions`.
     MalformedScope(String),
     /// An injected fault.
@@ -144,6 +148,7 @@ impl std::fmt::Display for Refusal {
             Refusal::ArmDisabled => f.write_str("authentication with an ARM audience token is disabled for this registry; use a token for https://containerregistry.azure.net"),
             Refusal::TenantMismatch => f.write_str("the tenant does not match the access token"),
             Refusal::InvalidRefreshToken => f.write_str("the refresh token is invalid or expired"),
+            Refusal::BadCredentials => f.write_str("authentication required, visit https://aka.ms/acr/authorization for more information."),
             Refusal::MalformedScope(s) => write!(f, "invalid scope: {s}"),
             Refusal::Injected(401) => f.write_str("authentication required, visit https://aka.ms/acr/authorization for more information."),
             Refusal::Injected(_) => f.write_str("injected fault"),
@@ -158,6 +163,9 @@ struct Scope {
     name: String,
     actions: Vec<String>,
 }
+
+/// A successful answer: (principal, scope asked for, body).
+type Issued = (String, Option<String>, Value);
 
 /// (principal, registry host) → (repository, actions) grants.
 type Grants = HashMap<(String, String), Vec<(String, Vec<String>)>>;
@@ -208,7 +216,8 @@ impl Acr {
     }
 
     /// Lets `principal` (an object id or client id) do `actions` on repositories of `host`
-    /// (`*` as the repository: every repository, like a registry-scope role assignment).
+    /// (`*` as the repository: every repository, like a registry-scope role assignment;
+    /// `registry:catalog` for the catalog scope).
     pub fn grant(&self, principal: &str, host: &str, grants: &[(&str, &[&str])]) {
         let mut g = lock(&self.grants);
         let entry = g
@@ -296,6 +305,7 @@ impl Acr {
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/oauth2/exchange") => self.with_fault(|| self.exchange(&reg, req)),
             ("POST", "/oauth2/token") => self.with_fault(|| self.token(&reg, req)),
+            ("GET", "/oauth2/token") => self.with_fault(|| self.token_get(&reg, req)),
             (_, "/oauth2/exchange" | "/oauth2/token") => Err(Refusal::MethodNotAllowed),
             ("GET", "/v2/" | "/v2") => Ok((None, None, self.challenge(&reg, req))),
             _ => Err(Refusal::NotFound),
@@ -304,7 +314,7 @@ impl Acr {
 
     fn with_fault(
         &self,
-        serve: impl FnOnce() -> Result<(String, Option<String>, Value), Refusal>,
+        serve: impl FnOnce() -> Result<Issued, Refusal>,
     ) -> Result<(Option<String>, Option<String>, Response), Refusal> {
         let result = match self.faults.apply() {
             Some(status) => Err(Refusal::Injected(status)),
@@ -322,11 +332,7 @@ impl Acr {
     }
 
     /// `POST /oauth2/exchange`: an Entra token for a registry refresh token.
-    fn exchange(
-        &self,
-        reg: &Registry,
-        req: &Request,
-    ) -> Result<(String, Option<String>, Value), Refusal> {
+    fn exchange(&self, reg: &Registry, req: &Request) -> Result<Issued, Refusal> {
         let form = form_of(req);
         let grant = field(&form, "grant_type")?;
         if grant != "access_token" && grant != "access_token_refresh_token" {
@@ -370,6 +376,7 @@ impl Acr {
             "nbf": now, "iat": now,
             "exp": now + lock(&self.refresh_lifetime).as_secs() as i64,
             "grant_type": "refresh_token", "version": "1.0",
+            "permissions": {"actions": ["*"], "notActions": []}, "roles": [],
         }));
         *lock(&self.counters)
             .exchanges
@@ -379,38 +386,59 @@ impl Acr {
     }
 
     /// `POST /oauth2/token`: a refresh token for an access token limited to granted ∩ requested.
-    fn token(
-        &self,
-        reg: &Registry,
-        req: &Request,
-    ) -> Result<(String, Option<String>, Value), Refusal> {
+    fn token(&self, reg: &Registry, req: &Request) -> Result<Issued, Refusal> {
         let form = form_of(req);
         if field(&form, "grant_type")? != "refresh_token" {
             return Err(Refusal::UnsupportedGrant);
         }
         check_service(reg, field(&form, "service")?)?;
-        let refresh = field(&form, "refresh_token")?;
         let claims = self
-            .registry_token(reg, refresh)
+            .registry_token(reg, field(&form, "refresh_token")?)
             .filter(|c| c["grant_type"] == "refresh_token")
             .ok_or(Refusal::InvalidRefreshToken)?;
-        let requested: Vec<&str> = form
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .flat_map(|(_, v)| v.split_whitespace())
-            .collect();
+        self.access_token(reg, &claims, scopes_in(&form))
+    }
+
+    /// `GET /oauth2/token?service=&scope=` with Basic auth, the null GUID as user and a registry
+    /// refresh or access token as password: what Docker clients do with a pull secret.
+    fn token_get(&self, reg: &Registry, req: &Request) -> Result<Issued, Refusal> {
+        let service = req
+            .query_param("service")
+            .filter(|s| !s.is_empty())
+            .ok_or(Refusal::MissingField("service"))?;
+        check_service(reg, service)?;
+        let password = basic_password(req).ok_or(Refusal::BadCredentials)?;
+        let claims = self
+            .registry_token(reg, &password)
+            .ok_or(Refusal::BadCredentials)?;
+        self.access_token(reg, &claims, scopes_in(&req.query))
+    }
+
+    /// Mints an access token for the requested scopes, limited by what the credential allows:
+    /// the principal's grants for a refresh token, the token's own `access` for an access token.
+    fn access_token(
+        &self,
+        reg: &Registry,
+        cred: &Value,
+        requested: Vec<&str>,
+    ) -> Result<Issued, Refusal> {
         let scopes = requested
             .iter()
             .map(|s| parse_scope(s))
             .collect::<Result<Vec<_>, _>>()?;
-        let oid = claims["sub"].as_str().unwrap_or_default().to_string();
-        let appid = claims["appid"].as_str().unwrap_or_default();
-        let access = self.allowed(&reg.host, &[oid.as_str(), appid], &scopes);
+        let oid = cred["sub"].as_str().unwrap_or_default().to_string();
+        let access = if cred["grant_type"] == "refresh_token" {
+            let appid = cred["appid"].as_str().unwrap_or_default();
+            self.allowed(&reg.host, &[oid.as_str(), appid], &scopes)
+        } else {
+            narrowed(&cred["access"], &scopes)
+        };
         let now = self.shared.clock.now_unix();
         let token = self.shared.mint(&json!({
             "jti": self.shared.token_id(), "sub": oid, "nbf": now, "iat": now,
             "exp": now + lock(&self.access_lifetime).as_secs() as i64,
             "iss": ACR_ISSUER, "aud": reg.host, "version": "1.0", "access": access,
+            "roles": [], "grant_type": "access_token",
         }));
         let scope = requested.join(" ");
         *lock(&self.counters)
@@ -420,7 +448,8 @@ impl Acr {
         Ok((oid, Some(scope), json!({"access_token": token})))
     }
 
-    /// The `access` list: for each requested repository scope, the requested actions granted.
+    /// The `access` list: for each requested scope, the requested actions granted. A grant on
+    /// `*` covers every repository; `registry:<name>` grants cover registry scopes (the catalog).
     fn allowed(&self, host: &str, principals: &[&str], scopes: &[Scope]) -> Vec<Value> {
         let grants = lock(&self.grants);
         let held: Vec<&(String, Vec<String>)> = principals
@@ -429,22 +458,24 @@ impl Acr {
             .filter_map(|p| grants.get(&(p.to_string(), host.to_string())))
             .flatten()
             .collect();
+        let covers = |granted: &str, s: &Scope| match s.kind.as_str() {
+            "repository" => granted == s.name || granted == "*",
+            _ => granted.strip_prefix("registry:") == Some(s.name.as_str()),
+        };
         scopes
             .iter()
-            .filter(|s| s.kind == "repository")
             .filter_map(|s| {
                 let actions: Vec<&String> = s
                     .actions
                     .iter()
                     .filter(|a| {
-                        held.iter().any(|(repo, acts)| {
-                            (repo == &s.name || repo == "*")
-                                && acts.iter().any(|g| g == *a || g == "*")
+                        held.iter().any(|(name, acts)| {
+                            covers(name, s) && acts.iter().any(|g| g == *a || g == "*")
                         })
                     })
                     .collect();
                 (!actions.is_empty())
-                    .then(|| json!({"type": "repository", "name": s.name, "actions": actions}))
+                    .then(|| json!({"type": s.kind, "name": s.name, "actions": actions}))
             })
             .collect()
     }
@@ -500,6 +531,52 @@ fn field<'a>(form: &'a [(String, String)], name: &'static str) -> Result<&'a str
         .map(|(_, v)| v.as_str())
         .filter(|v| !v.is_empty())
         .ok_or(Refusal::MissingField(name))
+}
+
+/// Every `scope` field, each split on spaces (ACR takes both forms).
+fn scopes_in(fields: &[(String, String)]) -> Vec<&str> {
+    fields
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split_whitespace())
+        .collect()
+}
+
+/// The password of `Authorization: Basic` credentials whose user is the null GUID.
+fn basic_password(req: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = req.header("authorization")?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    (user == NULL_GUID).then(|| password.to_string())
+}
+
+/// The `access` entries of an access token narrowed to the requested scopes.
+fn narrowed(access: &Value, scopes: &[Scope]) -> Vec<Value> {
+    let held = access.as_array().map(Vec::as_slice).unwrap_or_default();
+    scopes
+        .iter()
+        .filter_map(|s| {
+            let actions: Vec<&String> = s
+                .actions
+                .iter()
+                .filter(|a| {
+                    held.iter().any(|e| {
+                        e["type"] == s.kind.as_str()
+                            && e["name"] == s.name.as_str()
+                            && e["actions"]
+                                .as_array()
+                                .is_some_and(|x| x.iter().any(|g| g == a.as_str() || g == "*"))
+                    })
+                })
+                .collect();
+            (!actions.is_empty())
+                .then(|| json!({"type": s.kind, "name": s.name, "actions": actions}))
+        })
+        .collect()
 }
 
 /// `service` must name this registry (its host, with or without the port it is configured with).
@@ -934,6 +1011,87 @@ mod tests {
         assert!(!format!("{acr:?}").contains("eyJ"));
     }
 
+    fn basic(password: &str) -> String {
+        use base64::Engine as _;
+        let creds = format!("{NULL_GUID}:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(creds)
+        )
+    }
+
+    fn docker_get(acr: &Acr, query: &str, auth: &str) -> Response {
+        acr.handle(
+            Request::new("GET", &format!("/oauth2/token?{query}"))
+                .with_header("Host", HOST)
+                .with_header("Authorization", auth),
+        )
+    }
+
+    #[test]
+    fn docker_clients_get_a_token_with_basic_auth_and_a_refresh_token() {
+        let acr = acr();
+        let refresh = refresh_token(&acr, HOST);
+        let q = format!("service={HOST}&scope=repository:bob:pull,push");
+        let resp = docker_get(&acr, &q, &basic(&refresh));
+        assert_eq!(resp.status, 200);
+        let token = resp.body_json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(acr.authorize(HOST, &token, "bob", "push"));
+        assert_eq!(
+            claims_unverified(&token).unwrap()["grant_type"],
+            "access_token"
+        );
+        // The wrong user name, or no credentials, is a 401.
+        use base64::Engine as _;
+        let other = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{refresh}"))
+        );
+        assert_eq!(docker_get(&acr, &q, &other).status, 401);
+        assert_eq!(docker_get(&acr, &q, "Bearer x").status, 401);
+    }
+
+    #[test]
+    fn an_access_token_as_password_only_narrows_its_own_access() {
+        let acr = acr();
+        let refresh = refresh_token(&acr, HOST);
+        let scoped = access(&acr, HOST, "repository:alice:pull", &refresh).body_json()
+            ["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let q = format!("service={HOST}&scope=repository:alice:pull&scope=repository:bob:pull");
+        let token = docker_get(&acr, &q, &basic(&scoped)).body_json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(acr.authorize(HOST, &token, "alice", "pull"));
+        assert!(!acr.authorize(HOST, &token, "bob", "pull"));
+    }
+
+    #[test]
+    fn catalog_scope_needs_a_registry_grant() {
+        let acr = acr();
+        let refresh = refresh_token(&acr, HOST);
+        let scope = "registry:catalog:*";
+        let c = |acr: &Acr| {
+            let t = access(acr, HOST, scope, &refresh).body_json()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            claims_unverified(&t).unwrap()["access"].clone()
+        };
+        assert_eq!(c(&acr), json!([]));
+        acr.grant("oid-1", HOST, &[("registry:catalog", &["*"])]);
+        assert_eq!(
+            c(&acr),
+            json!([{"type": "registry", "name": "catalog", "actions": ["*"]}])
+        );
+    }
+
     #[test]
     fn wrong_grant_method_or_content_type_is_refused() {
         let acr = acr();
@@ -951,7 +1109,7 @@ mod tests {
             400
         );
         assert_eq!(
-            acr.handle(Request::new("GET", "/oauth2/token").with_header("Host", HOST))
+            acr.handle(Request::new("PUT", "/oauth2/token").with_header("Host", HOST))
                 .status,
             405
         );
