@@ -1,6 +1,10 @@
 //! The fake Azure Container Registry token service: `/oauth2/exchange`, `/oauth2/token` and the
 //! `/v2/` challenge, for several registries on one listener told apart by `Host` (HTTPS).
 //!
+//! `POST /oauth2/token` takes a refresh token (what acrpull sends); `GET /oauth2/token` takes Basic
+//! auth with the null GUID and a refresh or access token (what Docker clients do with the pull
+//! Secret acrpull writes).
+//!
 //! Tokens follow the Docker registry token format: RS256 JWTs with `iss` = `Azure Container
 //! Registry`, `aud` = the registry host, and (access tokens) an `access` list. Grants model role
 //! assignments: a grant on repository `*` is registry-wide (like AcrPull); a requested scope must
