@@ -11,8 +11,9 @@ pub mod http;
 pub mod imds;
 pub mod jwt;
 pub mod limiter;
+pub mod retry;
 pub mod secret;
 
 pub use error::HttpError;
 pub use http::{HttpClients, HttpConfig, HttpResponse, HttpSend};
-pub use secret::SecretString;
+pub use secret::{AccessToken, SecretString};

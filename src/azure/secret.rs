@@ -1,4 +1,4 @@
-//! `SecretString`: a string that never shows itself in logs, `Debug` or `Display`.
+//! Secret values: `SecretString` never shows itself in logs, `Debug` or `Display`; `AccessToken` wraps one.
 
 use std::fmt;
 
@@ -35,6 +35,17 @@ impl fmt::Display for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// An Entra (or IMDS) access token with the times the cache needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When it stops working.
+    pub expires: time::OffsetDateTime,
+    /// When the issuer suggests refreshing (`refresh_in`), if it said.
+    pub refresh_at: Option<time::OffsetDateTime>,
 }
 
 #[cfg(test)]
