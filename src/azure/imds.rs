@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use time::macros::format_description;
@@ -228,7 +227,7 @@ fn parse_expires_on(v: &Value) -> Option<OffsetDateTime> {
 #[cfg(test)]
 pub(crate) fn no_sleep_retry() -> RetryPolicy {
     RetryPolicy {
-        sleep: Arc::new(|_: Duration| {}),
+        sleep: Arc::new(|_: std::time::Duration| {}),
         ..RetryPolicy::default()
     }
 }

@@ -101,7 +101,7 @@ impl RetryPolicy {
 
 /// A random duration in `[0, base × fraction)`.
 fn jitter(base: Duration, fraction: f64) -> Duration {
-    if !(fraction > 0.0) || base.is_zero() {
+    if fraction.is_nan() || fraction <= 0.0 || base.is_zero() {
         return Duration::ZERO;
     }
     let mut hasher = RandomState::new().build_hasher();
