@@ -509,6 +509,60 @@ impl NoProxy {
     }
 }
 
+/// A scripted [`HttpSend`] for the clients' tests: answers from a list, records what was sent.
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::{HttpError, HttpResponse, HttpSend};
+    use std::sync::Mutex;
+
+    /// One recorded request: URL and form fields.
+    pub(crate) type Sent = (String, Vec<(String, String)>);
+
+    #[derive(Default)]
+    pub(crate) struct FakeHttp {
+        pub(crate) answers: Mutex<Vec<Result<HttpResponse, HttpError>>>,
+        pub(crate) sent: Mutex<Vec<Sent>>,
+    }
+
+    impl FakeHttp {
+        pub(crate) fn push(&self, answer: HttpResponse) {
+            self.answers.lock().unwrap().push(Ok(answer));
+        }
+
+        pub(crate) fn form(&self, index: usize) -> Vec<(String, String)> {
+            self.sent.lock().unwrap()[index].1.clone()
+        }
+    }
+
+    impl HttpSend for FakeHttp {
+        fn imds_get(&self, url: &str) -> Result<HttpResponse, HttpError> {
+            self.sent.lock().unwrap().push((url.to_owned(), Vec::new()));
+            self.answers.lock().unwrap().remove(0)
+        }
+
+        fn azure_post_form(
+            &self,
+            url: &str,
+            form: &[(&str, &str)],
+        ) -> Result<HttpResponse, HttpError> {
+            let form = form.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            self.sent
+                .lock()
+                .unwrap()
+                .push((url.to_owned(), form.collect()));
+            self.answers.lock().unwrap().remove(0)
+        }
+    }
+
+    pub(crate) fn answer(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: body.to_owned(),
+            retry_after: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
