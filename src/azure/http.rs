@@ -680,6 +680,144 @@ mod tests {
         assert!(!head.contains("x-forwarded-for"), "{head}");
     }
 
+    /// A one-shot HTTPS server with the unit-test CA's certificate for `myregistry.azurecr.io`;
+    /// returns the request head and body it received, or the handshake error.
+    fn serve_tls_once(
+        body: &'static str,
+    ) -> (SocketAddr, std::thread::JoinHandle<Result<String, String>>) {
+        use rustls::pki_types::PrivatePkcs8KeyDer;
+        let certs = pem::parse_many(include_str!("testdata/server.pem"))
+            .unwrap()
+            .into_iter()
+            .map(|p| CertificateDer::from(p.contents().to_vec()))
+            .collect();
+        let key = pem::parse(include_str!("testdata/server.key")).unwrap();
+        let key = PrivatePkcs8KeyDer::from(key.contents().to_vec());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key.into())
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+            let mut tls = StreamOwned::new(conn, tcp);
+            let mut reader = BufReader::new(&mut tls);
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) => return Err("closed".to_owned()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+            }
+            let mut request_body = vec![0; length];
+            reader.read_exact(&mut request_body).unwrap();
+            head.push_str(&String::from_utf8(request_body).unwrap());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tls.write_all(reply.as_bytes()).unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            Ok(head)
+        });
+        (addr, handle)
+    }
+
+    fn ca_file() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("acrpull-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, include_str!("testdata/ca.pem")).unwrap();
+        path
+    }
+
+    #[test]
+    fn https_posts_trust_the_extra_ca_and_keep_the_original_host() {
+        let (addr, server) = serve_tls_once(r#"{"refresh_token":"rt"}"#);
+        let config = HttpConfig {
+            extra_ca_file: Some(ca_file()),
+            connect_to: vec![ConnectTo::parse(&format!("*.azurecr.io={addr}")).unwrap()],
+            ..HttpConfig::default()
+        };
+        let clients = HttpClients::new(&config).unwrap();
+        let response = clients
+            .azure_post_form(
+                "https://myregistry.azurecr.io/oauth2/exchange?api-version=2021-07-01",
+                &[
+                    ("grant_type", "access_token"),
+                    ("service", "myregistry.azurecr.io"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, r#"{"refresh_token":"rt"}"#);
+        let head = server.join().unwrap().unwrap();
+        assert!(
+            head.starts_with("POST /oauth2/exchange?api-version=2021-07-01 HTTP/1.1"),
+            "{head}"
+        );
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("host: myregistry.azurecr.io"), "{head}");
+        assert!(
+            lower.contains("content-type: application/x-www-form-urlencoded"),
+            "{head}"
+        );
+        assert!(
+            head.ends_with("grant_type=access_token&service=myregistry.azurecr.io"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn https_without_the_extra_ca_fails_verification() {
+        let (addr, server) = serve_tls_once("{}");
+        let config = HttpConfig {
+            connect_to: vec![ConnectTo::parse(&format!("myregistry.azurecr.io={addr}")).unwrap()],
+            ..HttpConfig::default()
+        };
+        let clients = HttpClients::new(&config).unwrap();
+        let err = clients
+            .azure_post_form("https://myregistry.azurecr.io/oauth2/exchange", &[])
+            .unwrap_err();
+        assert!(matches!(err, HttpError::Transport(_)), "{err}");
+        assert!(server.join().unwrap().is_err());
+    }
+
+    #[test]
+    fn no_proxy_hosts_bypass_the_proxy() {
+        let config = HttpConfig {
+            https_proxy: Some("proxy.internal:3128".into()),
+            no_proxy: Some("azurecr.io".into()),
+            ..HttpConfig::default()
+        };
+        let clients = HttpClients::new(&config).unwrap();
+        assert!(std::ptr::eq(
+            clients.azure_agent_for("r.azurecr.io"),
+            &clients.azure_direct
+        ));
+        let proxied = clients.azure_proxied.as_ref().unwrap();
+        assert!(std::ptr::eq(
+            clients.azure_agent_for("login.microsoftonline.com"),
+            proxied
+        ));
+    }
+
     #[test]
     fn redirects_are_errors_and_never_followed() {
         let (addr, server) = serve_once(
