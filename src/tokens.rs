@@ -14,10 +14,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use time::OffsetDateTime;
 
 use crate::azure::acr::{self, AcrClient, AcrError};
-use crate::azure::cloud::scope_for;
+use crate::azure::cloud::{resource_for, scope_for};
 use crate::azure::entra::{AssertionRequest, EntraClient, EntraError};
 use crate::azure::error::HttpError;
+use crate::azure::http::HttpSend;
 use crate::azure::imds::{ImdsClient, ImdsError, ManagedIdentity};
+use crate::azure::limiter::Limiter;
 use crate::azure::{AccessToken, SecretString};
 
 /// Cache sizes above which expired entries are swept on insert (then the bar doubles).
@@ -247,6 +249,17 @@ pub struct AzureUpstream {
     pub acr: AcrClient,
 }
 
+impl AzureUpstream {
+    /// The real clients over `http`, with IMDS at `imds_endpoint` behind the process-wide limiter.
+    pub fn new(http: Arc<dyn HttpSend>, imds_endpoint: &str) -> AzureUpstream {
+        AzureUpstream {
+            imds: ImdsClient::new(http.clone(), imds_endpoint, Limiter::shared()),
+            entra: EntraClient::new(http.clone()),
+            acr: AcrClient::new(http),
+        }
+    }
+}
+
 impl Upstream for AzureUpstream {
     fn managed_identity_token(
         &self,
@@ -458,13 +471,13 @@ impl TokenService {
             Credential::Managed(identity) => {
                 let r = self
                     .upstream
-                    .managed_identity_token(identity, audience, now);
+                    .managed_identity_token(identity, resource_for(audience), now);
                 self.counters.record(UpstreamKind::Imds, &r);
                 r?
             }
             Credential::ClientAssertion(c) => {
                 let assertion = c.source.assertion()?;
-                let scope = scope_for(audience);
+                let scope = scope_for(resource_for(audience));
                 let request = AssertionRequest {
                     authority_host: &c.authority_host,
                     tenant: &c.tenant,

@@ -147,12 +147,21 @@ pub trait HttpSend: Send + Sync {
 }
 
 /// The real agents, built once at start-up.
-#[derive(Debug)]
 pub struct HttpClients {
     imds: Agent,
     azure_direct: Agent,
     azure_proxied: Option<Agent>,
     no_proxy: NoProxy,
+}
+
+impl fmt::Debug for HttpClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The proxy URL may carry credentials, so only its presence is shown.
+        f.debug_struct("HttpClients")
+            .field("proxied", &self.azure_proxied.is_some())
+            .field("no_proxy", &self.no_proxy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpClients {

@@ -3,7 +3,7 @@
 //! IMDS throttles managed-identity calls per node at those numbers (and the node is shared),
 //! so we wait here rather than collect 429s.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Concurrent IMDS requests allowed (IMDS managed-identity limit per VM).
@@ -50,6 +50,12 @@ impl Default for Limiter {
 }
 
 impl Limiter {
+    /// The process-wide IMDS limiter (the IMDS limits are per node, so one per process at most).
+    pub fn shared() -> Arc<Limiter> {
+        static SHARED: OnceLock<Arc<Limiter>> = OnceLock::new();
+        SHARED.get_or_init(|| Arc::new(Limiter::default())).clone()
+    }
+
     /// A limiter with the given bounds (both at least 1).
     pub fn new(max_concurrent: usize, rate: u32) -> Limiter {
         let rate = rate.max(1);

@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::HttpError;
 use super::http::HttpResponse;
@@ -21,6 +21,9 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Longest `Retry-After` honoured. Defaults to 8 s.
     pub max_retry_after: Duration,
+    /// No retry starts once this much time has passed since the first attempt, so a call
+    /// stays inside one reconcile. Defaults to 20 s.
+    pub budget: Duration,
     /// How to wait. Defaults to `std::thread::sleep`.
     pub sleep: Sleeper,
 }
@@ -35,6 +38,7 @@ impl Default for RetryPolicy {
             ],
             jitter: 0.25,
             max_retry_after: Duration::from_secs(8),
+            budget: Duration::from_secs(20),
             sleep: Arc::new(std::thread::sleep),
         }
     }
@@ -46,6 +50,7 @@ impl std::fmt::Debug for RetryPolicy {
             .field("delays", &self.delays)
             .field("jitter", &self.jitter)
             .field("max_retry_after", &self.max_retry_after)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -78,6 +83,7 @@ impl RetryPolicy {
         retryable: impl Fn(u16) -> bool,
         mut attempt: impl FnMut() -> Result<HttpResponse, HttpError>,
     ) -> (Result<HttpResponse, HttpError>, usize) {
+        let started = Instant::now();
         let mut attempts = 0;
         loop {
             let outcome = attempt();
@@ -93,6 +99,9 @@ impl RetryPolicy {
             let mut wait = *base + jitter(*base, self.jitter);
             if let Some(asked) = retry_after {
                 wait = wait.max(asked.min(self.max_retry_after));
+            }
+            if started.elapsed() + wait >= self.budget {
+                return (outcome, attempts);
             }
             (self.sleep)(wait);
         }
@@ -173,6 +182,16 @@ mod tests {
             *waits.lock().unwrap(),
             vec![Duration::from_secs(3), Duration::from_secs(8)]
         );
+    }
+
+    #[test]
+    fn no_retry_starts_past_the_budget() {
+        let (mut policy, waits) = recording_policy();
+        policy.budget = Duration::from_millis(1500);
+        let (_, attempts) = policy.run(|s| s == 503, || status(503, None));
+        // 1 s fits in the budget; 1 s + 2 s would not.
+        assert_eq!(attempts, 2);
+        assert_eq!(*waits.lock().unwrap(), vec![Duration::from_secs(1)]);
     }
 
     #[test]
