@@ -1126,4 +1126,16 @@ mod tests {
             "{shown}"
         );
     }
+
+    #[test]
+    fn identities_of_different_kinds_never_share_a_cache_key() {
+        let keys = [
+            Credential::Managed(ManagedIdentity::System).key(),
+            Credential::Managed(ManagedIdentity::ClientId("x".into())).key(),
+            Credential::Managed(ManagedIdentity::ResourceId("x".into())).key(),
+        ];
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        assert_ne!(keys[0], keys[2]);
+    }
 }
