@@ -1,1 +1,19 @@
 //! Azure endpoints: IMDS, Entra, and the registry token exchange.
+//!
+//! `http` is the only file that touches the network; the clients build requests and parse
+//! responses, and take the sender as a trait object so tests can swap it.
+
+pub mod acr;
+pub mod cloud;
+pub mod entra;
+pub mod error;
+pub mod http;
+pub mod imds;
+pub mod jwt;
+pub mod limiter;
+pub mod retry;
+pub mod secret;
+
+pub use error::HttpError;
+pub use http::{HttpClients, HttpConfig, HttpResponse, HttpSend};
+pub use secret::{AccessToken, SecretString};
