@@ -6,89 +6,30 @@
 //! Planning is two-phase so it stays pure: the first call may answer `NeedToken`; the caller
 //! fetches a token and calls again with it.
 
+mod observed;
 mod secret;
+mod token;
+mod write;
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use serde_json::{json, Value};
+use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::binding::{
-    parse_time, ApiVersion, Binding, Environment, Identity, Spec, FINALIZER, KIND,
-};
+use crate::binding::{parse_time, ApiVersion, Binding, Spec, FINALIZER, KIND};
 use crate::names::{self, BINDING_LABEL};
 use crate::suffix::{AllowList, ServerAddr};
 
+pub use observed::{Observed, OwnerRef, SaObs, SecretObs};
 pub use secret::{
     docker_config, DOCKERCONFIG_KEY, DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION,
     REFRESH_ANNOTATION,
 };
+pub use token::{Minted, MintedToken, Password, TokenNeed};
+pub use write::Write;
 
 /// v1beta1 refreshes this long before expiry (upstream's `tokenRefreshBuffer`).
 const V1BETA1_REFRESH_BUFFER: Duration = Duration::minutes(30);
 /// The earliest a refresh may be scheduled after `now`: a deadline ≤ now would spin.
 const MIN_REQUEUE: Duration = Duration::seconds(1);
-
-/// An ownerReference as observed on a Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OwnerRef {
-    /// `apiVersion` of the owner.
-    pub api_version: String,
-    /// `kind` of the owner.
-    pub kind: String,
-    /// `name` of the owner.
-    pub name: String,
-    /// `uid` of the owner.
-    pub uid: String,
-    /// Whether `controller: true`.
-    pub controller: bool,
-}
-
-/// A Secret as observed (never its data).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SecretObs {
-    /// Name.
-    pub name: String,
-    /// resourceVersion.
-    pub resource_version: String,
-    /// UID.
-    pub uid: String,
-    /// `type`.
-    pub type_: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    pub annotations: BTreeMap<String, String>,
-    /// ownerReferences.
-    pub owner_refs: Vec<OwnerRef>,
-}
-
-/// A ServiceAccount as observed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SaObs {
-    /// Name.
-    pub name: String,
-    /// resourceVersion.
-    pub resource_version: String,
-    /// `imagePullSecrets[].name`, in order.
-    pub image_pull_secrets: Vec<String>,
-}
-
-/// Everything the planner looks at for one binding.
-#[derive(Clone, Debug)]
-pub struct Observed {
-    /// The binding.
-    pub binding: Binding,
-    /// Every Secret in the namespace labelled for this binding's label value, plus the Secret
-    /// named exactly like the expected name if it exists (possibly foreign).
-    pub secrets: Vec<SecretObs>,
-    /// The target ServiceAccount; `None` = not found.
-    pub target_sa: Option<SaObs>,
-    /// Other ServiceAccounts in the namespace that reference any name in `secrets` or the
-    /// expected name.
-    pub other_sas: Vec<SaObs>,
-}
 
 /// Planner settings.
 #[derive(Clone, Debug)]
@@ -105,177 +46,6 @@ impl Default for PlanConfig {
         PlanConfig {
             ttl_rotation_fraction: 0.5,
             allow: AllowList::default(),
-        }
-    }
-}
-
-/// A registry token; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a token.
-    pub fn new(token: String) -> Password {
-        Password(token)
-    }
-
-    /// The token, for the one place that must write it (the Secret).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-/// A registry token as the token service hands it over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MintedToken {
-    /// The token placed in the Secret.
-    pub password: Password,
-    /// Its expiry (JWT `exp`).
-    pub expires: OffsetDateTime,
-    /// When the token service obtained it (a cache hit may be older than now).
-    pub issued: OffsetDateTime,
-}
-
-/// The token service's answer to a `TokenNeed`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Minted {
-    /// A token.
-    Ok(MintedToken),
-    /// The user-facing failure, already prefixed and redacted by the token service (e.g.
-    /// `failed to retrieve ACR access token: …`); it goes to `status.error` verbatim.
-    Err(String),
-}
-
-/// What the token service needs to mint a token for one binding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenNeed {
-    /// The binding's API version (decides the error prefixes and v1beta1 unscoped mode).
-    pub version: ApiVersion,
-    /// The binding's namespace (TokenRequest for workload identity).
-    pub namespace: String,
-    /// The binding's name (for logs).
-    pub binding_name: String,
-    /// Who obtains the Entra token.
-    pub identity: Identity,
-    /// The server exactly as written (the ACR `service` for `/oauth2/token`).
-    pub server: String,
-    /// The validated registry address: the only host a token may be sent to.
-    pub registry: ServerAddr,
-    /// Registry scope; empty = unscoped (refresh token as password).
-    pub scope: String,
-    /// The cloud.
-    pub environment: Environment,
-    /// The IMDS resource / Entra audience.
-    pub arm_resource: String,
-    /// The ServiceAccount that receives the Secret (upstream reads WI annotations from it).
-    pub target_service_account: String,
-    /// The inputs hash (a natural cache key).
-    pub inputs_hash: String,
-    /// The refresh time of the Secret being replaced: a cached token issued at or before it
-    /// is the one being replaced and must not be handed back.
-    pub not_issued_before: Option<OffsetDateTime>,
-}
-
-/// One write, with its precondition. Binding writes get their resourceVersion from the executor,
-/// which threads the version each binding write returns into the next.
-#[derive(Clone, PartialEq)]
-pub enum Write {
-    /// Append our finalizer (JSON patch: test resourceVersion, then add).
-    AddFinalizer,
-    /// Drop our finalizer, keeping others: test that `/metadata/finalizers/<index>` is ours and
-    /// remove it, or replace the list with `remaining` under a resourceVersion test.
-    RemoveFinalizer {
-        /// Index of our finalizer in the observed list.
-        index: usize,
-        /// The observed list without ours.
-        remaining: Vec<String>,
-    },
-    /// POST a new Secret (fails with 409 if the name exists).
-    CreateSecret {
-        /// The whole Secret.
-        body: Value,
-    },
-    /// PUT a Secret; `body.metadata.resourceVersion` is the precondition.
-    ReplaceSecret {
-        /// The Secret's name.
-        name: String,
-        /// The whole Secret.
-        body: Value,
-    },
-    /// DELETE a Secret with preconditions {uid, resourceVersion}.
-    DeleteSecret {
-        /// The Secret's name.
-        name: String,
-        /// Precondition uid.
-        uid: String,
-        /// Precondition resourceVersion.
-        resource_version: String,
-    },
-    /// JSON patch: test resourceVersion, replace `/imagePullSecrets` (nothing else is touched,
-    /// which keeps the write inside what the VAP allows).
-    PatchServiceAccount {
-        /// The ServiceAccount's name.
-        name: String,
-        /// Precondition resourceVersion.
-        resource_version: String,
-        /// The new list of names.
-        image_pull_secrets: Vec<String>,
-    },
-    /// Merge patch of `/status`; `status` is the `status` object to merge (`null` removes).
-    UpdateStatus {
-        /// The status object.
-        status: Value,
-    },
-}
-
-impl fmt::Debug for Write {
-    /// Secret bodies hold a token, so only their names are shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Write::AddFinalizer => f.write_str("AddFinalizer"),
-            Write::RemoveFinalizer { index, remaining } => f
-                .debug_struct("RemoveFinalizer")
-                .field("index", index)
-                .field("remaining", remaining)
-                .finish(),
-            Write::CreateSecret { body } => f
-                .debug_struct("CreateSecret")
-                .field("name", &body["metadata"]["name"])
-                .finish_non_exhaustive(),
-            Write::ReplaceSecret { name, .. } => f
-                .debug_struct("ReplaceSecret")
-                .field("name", name)
-                .finish_non_exhaustive(),
-            Write::DeleteSecret {
-                name,
-                uid,
-                resource_version,
-            } => f
-                .debug_struct("DeleteSecret")
-                .field("name", name)
-                .field("uid", uid)
-                .field("resource_version", resource_version)
-                .finish(),
-            Write::PatchServiceAccount {
-                name,
-                resource_version,
-                image_pull_secrets,
-            } => f
-                .debug_struct("PatchServiceAccount")
-                .field("name", name)
-                .field("resource_version", resource_version)
-                .field("image_pull_secrets", image_pull_secrets)
-                .finish(),
-            Write::UpdateStatus { status } => f
-                .debug_struct("UpdateStatus")
-                .field("status", status)
-                .finish(),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Table-style tests of the planner, one per upstream scenario (spec §7) plus our fixes.
 
 use super::*;
+use crate::binding::Identity;
 use crate::binding::{format_time, V1beta1Defaults};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use time::macros::datetime;
 
 const NOW: OffsetDateTime = datetime!(2006-01-02 15:04:05 UTC);
