@@ -24,7 +24,10 @@ pub use secret::{
     REFRESH_ANNOTATION,
 };
 pub use token::{Minted, MintedToken, Password, TokenNeed};
-pub use write::Write;
+pub use write::{
+    add_finalizer_patch, delete_options, remove_finalizer_patch, service_account_patch,
+    status_merge_patch, Write,
+};
 
 /// v1beta1 refreshes this long before expiry (upstream's `tokenRefreshBuffer`).
 const V1BETA1_REFRESH_BUFFER: Duration = Duration::minutes(30);
