@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(s.type_, "kubernetes.io/dockerconfigjson");
         assert_eq!(s.annotations.len(), 1);
         assert!(s.owner_refs[0].controller);
-        assert!(!format!("{s:?}").contains("SECRET\""));
+        assert!(!format!("{s:?}").contains("SECRET"));
         assert_eq!(SecretObs::from_object(&json!({"metadata": {}})), None);
     }
 
