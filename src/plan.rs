@@ -14,7 +14,7 @@ mod write;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::binding::{parse_time, ApiVersion, Binding, Spec, FINALIZER, KIND};
+use crate::binding::{format_time, parse_time, ApiVersion, Binding, Spec, FINALIZER, KIND};
 use crate::names::{self, BINDING_LABEL};
 use crate::suffix::{AllowList, ServerAddr};
 
@@ -96,20 +96,11 @@ pub fn plan(
     };
     // Previously targeted ServiceAccounts lose every reference to our Secrets (spec §2.12; this
     // also works for v1beta1, unlike upstream).
-    for sa in &obs.other_sas {
-        if sa.name == spec.target_service_account {
-            continue;
-        }
-        let kept: Vec<String> = sa
-            .image_pull_secrets
-            .iter()
-            .filter(|n| !own.removable(n))
-            .cloned()
-            .collect();
-        if kept.len() != sa.image_pull_secrets.len() {
-            writes.push(patch_sa(sa, kept));
-        }
-    }
+    let elsewhere = obs
+        .other_sas
+        .iter()
+        .filter(|sa| sa.name != spec.target_service_account);
+    writes.extend(elsewhere.filter_map(|sa| unreference(sa, &own)));
     let Some(target) = obs.target_sa.as_ref() else {
         let msg = format!(
             "service account {:?} not found",
@@ -142,39 +133,11 @@ pub fn plan(
         },
     };
 
-    // Attach the expected Secret and drop older names from the target in one patch, so there is
-    // never a moment without a credential.
-    let mut pulls: Vec<String> = target
-        .image_pull_secrets
-        .iter()
-        .filter(|n| **n == own.expected || !own.owned_names.contains(n))
-        .cloned()
-        .collect();
-    if !pulls.contains(&own.expected) {
-        pulls.push(own.expected.clone());
-    }
-    if pulls != target.image_pull_secrets {
-        names::sort_pull_secrets(&mut pulls);
-        writes.push(patch_sa(target, pulls));
-    }
+    writes.extend(attach(target, &own));
     // Secrets from older naming schemes go only after every reference to them is gone.
-    for s in own.owned(obs) {
-        if s.name != own.expected {
-            writes.push(delete_secret(s));
-        }
-    }
-    if b.status.error.is_some()
-        || b.status.last_token_refresh_time.map(whole_seconds) != Some(times.issued)
-        || b.status.token_expiration_time.map(whole_seconds) != Some(times.expires)
-    {
-        writes.push(Write::UpdateStatus {
-            status: json!({
-                "lastTokenRefreshTime": crate::binding::format_time(times.issued),
-                "tokenExpirationTime": crate::binding::format_time(times.expires),
-                "error": null,
-            }),
-        });
-    }
+    let old = own.owned(obs).filter(|s| s.name != own.expected);
+    writes.extend(old.map(delete_secret));
+    writes.extend(success_status(b, times));
     let due = refresh_boundary(b.version, times, cfg.ttl_rotation_fraction);
     Outcome::Done(Plan {
         writes,
@@ -266,17 +229,7 @@ fn plan_deletion(obs: &Observed, own: &Ownership) -> Plan {
             .iter()
             .filter(|sa| obs.target_sa.as_ref().is_none_or(|t| t.name != sa.name)),
     );
-    for sa in sas {
-        let kept: Vec<String> = sa
-            .image_pull_secrets
-            .iter()
-            .filter(|n| !own.removable(n))
-            .cloned()
-            .collect();
-        if kept.len() != sa.image_pull_secrets.len() {
-            writes.push(patch_sa(sa, kept));
-        }
-    }
+    writes.extend(sas.filter_map(|sa| unreference(sa, own)));
     for s in own.owned(obs) {
         writes.push(delete_secret(s));
     }
@@ -442,6 +395,50 @@ fn write_secret(
             body: secret::secret_body(b, &content, None),
         }),
     }
+}
+
+/// Attaches the expected Secret and drops older names from the target in one patch, so there is
+/// never a moment without a credential; sorted like upstream when anything changes (spec §2.6).
+fn attach(target: &SaObs, own: &Ownership) -> Option<Write> {
+    let mut pulls: Vec<String> = target
+        .image_pull_secrets
+        .iter()
+        .filter(|n| **n == own.expected || !own.owned_names.contains(n))
+        .cloned()
+        .collect();
+    if !pulls.contains(&own.expected) {
+        pulls.push(own.expected.clone());
+    }
+    if pulls == target.image_pull_secrets {
+        return None;
+    }
+    names::sort_pull_secrets(&mut pulls);
+    Some(patch_sa(target, pulls))
+}
+
+/// Removes every reference to our Secrets from `sa` (no sort, like upstream), if it has any.
+fn unreference(sa: &SaObs, own: &Ownership) -> Option<Write> {
+    let kept: Vec<String> = sa
+        .image_pull_secrets
+        .iter()
+        .filter(|n| !own.removable(n))
+        .cloned()
+        .collect();
+    (kept.len() != sa.image_pull_secrets.len()).then(|| patch_sa(sa, kept))
+}
+
+/// The success status (spec §2.9), written only when it differs from what is observed.
+fn success_status(b: &Binding, times: TokenTimes) -> Option<Write> {
+    let same = b.status.error.is_none()
+        && b.status.last_token_refresh_time.map(whole_seconds) == Some(times.issued)
+        && b.status.token_expiration_time.map(whole_seconds) == Some(times.expires);
+    (!same).then(|| Write::UpdateStatus {
+        status: json!({
+            "lastTokenRefreshTime": format_time(times.issued),
+            "tokenExpirationTime": format_time(times.expires),
+            "error": null,
+        }),
+    })
 }
 
 fn patch_sa(sa: &SaObs, image_pull_secrets: Vec<String>) -> Write {
