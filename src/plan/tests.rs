@@ -1296,3 +1296,132 @@ fn debug_output_never_shows_the_token() {
     assert!(!shown.contains(&STANDARD.encode("SUPERSECRET")[..8]));
     assert!(shown.contains("acr-pull-binding"));
 }
+
+// ---- convergence: applying a plan's writes leaves nothing to do ----
+
+/// Applies `writes` to the observation the way the API server would.
+fn apply(o: &mut Observed, writes: &[Write]) {
+    for (i, w) in writes.iter().enumerate() {
+        match w {
+            Write::AddFinalizer => o.binding.meta.finalizers.push(FINALIZER.into()),
+            Write::RemoveFinalizer { remaining, .. } => {
+                o.binding.meta.finalizers = remaining.clone()
+            }
+            Write::CreateSecret { body } | Write::ReplaceSecret { body, .. } => {
+                let mut s = SecretObs::from_object(body).expect("secret body has a name");
+                s.resource_version = format!("rv-new-{i}");
+                s.uid = format!("uid-{}", s.name);
+                o.secrets.retain(|x| x.name != s.name);
+                o.secrets.push(s);
+            }
+            Write::DeleteSecret { name, .. } => o.secrets.retain(|x| x.name != *name),
+            Write::PatchServiceAccount {
+                name,
+                image_pull_secrets,
+                ..
+            } => {
+                for sa in o.target_sa.iter_mut().chain(o.other_sas.iter_mut()) {
+                    if sa.name == *name {
+                        sa.image_pull_secrets = image_pull_secrets.clone();
+                    }
+                }
+            }
+            Write::UpdateStatus { status } => {
+                let st = &mut o.binding.status;
+                if let Some(e) = status.get("error") {
+                    st.error = e.as_str().map(str::to_string);
+                }
+                if let Some(t) = status.get("lastTokenRefreshTime").and_then(Value::as_str) {
+                    st.last_token_refresh_time = parse_time(t);
+                }
+                if let Some(t) = status.get("tokenExpirationTime").and_then(Value::as_str) {
+                    st.token_expiration_time = parse_time(t);
+                }
+            }
+        }
+    }
+}
+
+/// Plans (minting when asked), applies, and checks the next pass is empty.
+fn converges(mut o: Observed) -> Observed {
+    let p = match plan(&o, &any_host(), NOW, None) {
+        Outcome::Done(p) => p,
+        Outcome::NeedToken(_) => match plan(&o, &any_host(), NOW, Some(&token())) {
+            Outcome::Done(p) => p,
+            Outcome::NeedToken(n) => panic!("needed a token twice: {n:?}"),
+        },
+    };
+    apply(&mut o, &p.writes);
+    match plan(&o, &any_host(), NOW, None) {
+        Outcome::Done(again) => assert!(again.writes.is_empty(), "second pass: {:?}", again.writes),
+        Outcome::NeedToken(n) => panic!("second pass wants a token: {n:?}"),
+    }
+    o
+}
+
+#[test]
+fn every_scenario_converges_in_one_pass() {
+    let v1b = binding(ApiVersion::V1beta1, json!({}), json!({}), false, false);
+    converges(obs(
+        v1b.clone(),
+        vec![],
+        Some(sa("default", &["mine"])),
+        vec![],
+    ));
+    let v2b = binding(ApiVersion::V1beta2, v2_spec(), json!({}), false, false);
+    let o = converges(obs(v2b.clone(), vec![], Some(sa("delegate", &[])), vec![]));
+    assert_eq!(
+        o.target_sa.unwrap().image_pull_secrets,
+        ["acr-pull-binding"]
+    );
+
+    // Moved SA, an old-scheme Secret referenced in both places, a stale status.
+    let extra = owned(
+        &v2b,
+        "acr-pull-binding-2r0akz2dzv",
+        NOW,
+        long_expiry(),
+        "old",
+    );
+    let stale = owned(&v2b, "acr-pull-binding", NOW, long_expiry(), "old");
+    let o = converges(obs(
+        binding(
+            ApiVersion::V1beta2,
+            v2_spec(),
+            json!({"error": "boom"}),
+            true,
+            false,
+        ),
+        vec![extra, stale],
+        Some(sa("delegate", &["zzz", "acr-pull-binding-2r0akz2dzv"])),
+        vec![sa(
+            "before",
+            &["acr-pull-binding", "acr-pull-binding-2r0akz2dzv", "keep"],
+        )],
+    ));
+    assert_eq!(o.secrets.len(), 1);
+    assert_eq!(o.other_sas[0].image_pull_secrets, ["keep"]);
+    assert_eq!(
+        o.target_sa.unwrap().image_pull_secrets,
+        ["zzz", "acr-pull-binding"]
+    );
+    assert_eq!(o.binding.status.error, None);
+
+    // A legacy unlabelled v1beta1 Secret gets adopted.
+    let mut legacy = current(&v1b);
+    legacy.labels.clear();
+    let o = converges(obs(v1b, vec![legacy], Some(sa("default", &[])), vec![]));
+    assert_eq!(o.secrets[0].labels[BINDING_LABEL], "binding");
+
+    // Deletion leaves nothing behind.
+    let gone = binding(ApiVersion::V1beta2, v2_spec(), json!({}), true, true);
+    let s = current(&gone);
+    let o = converges(obs(
+        gone,
+        vec![s],
+        Some(sa("delegate", &["acr-pull-binding"])),
+        vec![],
+    ));
+    assert!(o.secrets.is_empty());
+    assert!(!o.binding.has_finalizer());
+}
