@@ -1,0 +1,81 @@
+//! The planner's side of the token service: what it asks for and what it gets back.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use crate::binding::{ApiVersion, Environment, Identity};
+use crate::suffix::ServerAddr;
+
+/// A registry token; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a token.
+    pub fn new(token: String) -> Password {
+        Password(token)
+    }
+
+    /// The token, for the one place that must write it (the Secret).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A registry token as the token service hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintedToken {
+    /// The token placed in the Secret.
+    pub password: Password,
+    /// Its expiry (JWT `exp`).
+    pub expires: OffsetDateTime,
+    /// When the token service obtained it (a cache hit may be older than now).
+    pub issued: OffsetDateTime,
+}
+
+/// The token service's answer to a `TokenNeed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Minted {
+    /// A token.
+    Ok(MintedToken),
+    /// The user-facing failure, already prefixed and redacted by the token service (e.g.
+    /// `failed to retrieve ACR access token: …`); it goes to `status.error` verbatim.
+    Err(String),
+}
+
+/// What the token service needs to mint a token for one binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenNeed {
+    /// The binding's API version (decides the error prefixes and v1beta1 unscoped mode).
+    pub version: ApiVersion,
+    /// The binding's namespace (TokenRequest for workload identity).
+    pub namespace: String,
+    /// The binding's name (for logs).
+    pub binding_name: String,
+    /// Who obtains the Entra token.
+    pub identity: Identity,
+    /// The server exactly as written (the ACR `service` for `/oauth2/token`).
+    pub server: String,
+    /// The validated registry address: the only host a token may be sent to.
+    pub registry: ServerAddr,
+    /// Registry scope; empty = unscoped (refresh token as password).
+    pub scope: String,
+    /// The cloud.
+    pub environment: Environment,
+    /// The IMDS resource / Entra audience.
+    pub arm_resource: String,
+    /// The ServiceAccount that receives the Secret (upstream reads WI annotations from it).
+    pub target_service_account: String,
+    /// The inputs hash (a natural cache key).
+    pub inputs_hash: String,
+    /// The refresh time of the Secret being replaced: a cached token issued at or before it
+    /// is the one being replaced and must not be handed back.
+    pub not_issued_before: Option<OffsetDateTime>,
+}
