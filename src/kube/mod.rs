@@ -1,1 +1,3 @@
 //! A small Kubernetes REST client: connection config, typed requests, list and watch.
+
+pub mod yaml;
