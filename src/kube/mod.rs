@@ -1,3 +1,9 @@
 //! A small Kubernetes REST client: connection config, typed requests, list and watch.
 
+pub mod backoff;
+pub mod clock;
+pub mod error;
+pub mod ratelimit;
 pub mod yaml;
+
+pub use error::{ConfigError, Error, ExecFailure};
