@@ -227,6 +227,8 @@ pub enum ExecFailure {
     ApiVersion,
     /// `status.expirationTimestamp` is not an RFC 3339 time.
     Expiry,
+    /// The command did not finish in time and was killed.
+    Timeout,
 }
 
 impl fmt::Display for ConfigError {
@@ -264,6 +266,7 @@ impl fmt::Display for ConfigError {
                     ExecFailure::NoToken => write!(f, "no status.token in its output"),
                     ExecFailure::ApiVersion => write!(f, "unsupported apiVersion"),
                     ExecFailure::Expiry => write!(f, "bad status.expirationTimestamp"),
+                    ExecFailure::Timeout => write!(f, "timed out"),
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! A small Kubernetes REST client: connection config, typed requests, list and watch.
 
+pub mod auth;
 pub mod backoff;
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod ratelimit;
 pub mod yaml;
