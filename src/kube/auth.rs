@@ -104,12 +104,11 @@ impl Credentials {
     ///
     /// The lock is held while reading or running the plugin so concurrent callers share one refresh.
     pub(crate) fn bearer(&self, refresh: bool) -> Result<Option<BearerToken>, ConfigError> {
-        let fetch: fn(&Auth) -> Result<(BearerToken, Option<SystemTime>), ConfigError> =
-            match &self.auth {
-                Auth::None => return Ok(None),
-                Auth::Token(t) => return Ok(Some(t.clone())),
-                Auth::TokenFile(_) | Auth::Exec(_) => fetch,
-            };
+        match &self.auth {
+            Auth::None => return Ok(None),
+            Auth::Token(t) => return Ok(Some(t.clone())),
+            Auth::TokenFile(_) | Auth::Exec(_) => {}
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.as_ref().filter(|c| !refresh && self.fresh(c)) {
             return Ok(Some(c.token.clone()));
