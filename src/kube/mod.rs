@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ratelimit;
+pub mod watch;
 pub mod yaml;
 
 pub use error::{ConfigError, Error, ExecFailure};
