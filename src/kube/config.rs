@@ -596,4 +596,115 @@ mod tests {
         c.tls.client_cert_pem = Some(CA.as_bytes().to_vec());
         assert!(matches!(c.tls_config(), Err(ConfigError::Missing { .. })));
     }
+
+    mod tls {
+        //! A real TLS handshake against a loopback rustls server that requires a client certificate.
+        use super::super::*;
+        use crate::kube::auth::Auth;
+        use crate::kube::client::Client;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+
+        const CA_PEM: &str = include_str!("testdata/ca.crt");
+        const SERVER_CERT: &str = include_str!("testdata/server.crt");
+        const SERVER_KEY: &str = include_str!("testdata/server.key");
+        const CLIENT_CERT: &str = include_str!("testdata/client.crt");
+        const CLIENT_KEY: &str = include_str!("testdata/client.key");
+
+        fn der(pem_text: &str) -> Vec<u8> {
+            pem::parse(pem_text)
+                .expect("test pem is valid")
+                .into_contents()
+        }
+
+        /// Serves one HTTPS request answering `{"ok":true}` if the handshake (with client auth) succeeds.
+        fn serve_tls() -> String {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(der(CA_PEM)))
+                .expect("test ca is valid");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .expect("verifier");
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("protocols")
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(
+                    vec![CertificateDer::from(der(SERVER_CERT))],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(SERVER_KEY))),
+                )
+                .expect("server cert");
+            let config = Arc::new(config);
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            std::thread::spawn(move || {
+                while let Ok((tcp, _)) = listener.accept() {
+                    let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut reader = BufReader::new(&mut tls);
+                    let mut line = String::new();
+                    let mut ok = true;
+                    while ok {
+                        line.clear();
+                        ok = reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n";
+                    }
+                    let body = r#"{"ok":true}"#;
+                    let _ = write!(
+                        tls,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.flush();
+                }
+            });
+            format!("https://127.0.0.1:{port}")
+        }
+
+        fn config(server: &str) -> Config {
+            let mut c = Config::new(server);
+            c.tls.ca_pem = Some(CA_PEM.as_bytes().to_vec());
+            c.tls.client_cert_pem = Some(CLIENT_CERT.as_bytes().to_vec());
+            c.tls.client_key_pem = Some(CLIENT_KEY.as_bytes().to_vec());
+            c.auth = Auth::Token(BearerToken::new("t"));
+            c
+        }
+
+        #[test]
+        fn kubeconfig_ca_and_client_certificate_complete_a_real_handshake() {
+            let server = serve_tls();
+            let client = Client::new(&config(&server)).unwrap();
+            assert_eq!(client.get("/version").unwrap()["ok"], true);
+        }
+
+        #[test]
+        fn an_untrusted_server_is_refused_unless_verification_is_disabled() {
+            let server = serve_tls();
+            let mut c = config(&server);
+            c.tls.ca_pem = None;
+            let e = Client::new(&c).unwrap().get("/version").unwrap_err();
+            assert!(matches!(e, crate::kube::Error::Transport(_)), "{e}");
+            c.tls.insecure_skip_verify = true;
+            assert_eq!(
+                Client::new(&c).unwrap().get("/version").unwrap()["ok"],
+                true
+            );
+        }
+
+        #[test]
+        fn a_missing_client_certificate_fails_the_handshake() {
+            let server = serve_tls();
+            let mut c = config(&server);
+            c.tls.client_cert_pem = None;
+            c.tls.client_key_pem = None;
+            assert!(Client::new(&c).unwrap().get("/version").is_err());
+        }
+    }
 }
