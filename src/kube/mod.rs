@@ -1,1 +1,21 @@
 //! A small Kubernetes REST client: connection config, typed requests, list and watch.
+//!
+//! [`Config::load`] finds the API server (`--kubeconfig`, `KUBECONFIG`, or in-cluster); [`Client`]
+//! sends rate-limited, metered JSON requests and maps failures to [`Error`]; [`watch::spawn`] runs a
+//! list+watch loop that sends [`WatchEvent`]s to the caller, who keeps the objects.
+
+pub mod auth;
+pub mod backoff;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod ratelimit;
+pub mod watch;
+pub mod yaml;
+
+pub use auth::{Auth, BearerToken};
+pub use client::{Client, ListPage, ListParams, Metrics, Preconditions, Resource};
+pub use config::{Config, InClusterPaths};
+pub use error::{ConfigError, Error, ExecFailure};
+pub use watch::{WatchEvent, WatchHandle};
