@@ -1425,3 +1425,49 @@ fn every_scenario_converges_in_one_pass() {
     assert!(o.secrets.is_empty());
     assert!(!o.binding.has_finalizer());
 }
+
+#[test]
+fn malformed_specs_never_panic_in_decoding_or_planning() {
+    let weird = [
+        json!(null),
+        json!(1),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!(""),
+        json!("x".repeat(20_000)),
+        json!("AirgappedCloud"),
+    ];
+    let paths: [&[&str]; 12] = [
+        &["serviceAccountName"],
+        &["acr"],
+        &["acr", "server"],
+        &["acr", "scope"],
+        &["acr", "environment"],
+        &["acr", "cloudConfig"],
+        &["auth"],
+        &["auth", "managedIdentity"],
+        &["auth", "managedIdentity", "resourceID"],
+        &["auth", "workloadIdentity"],
+        &["acrServer"],
+        &["managedIdentityResourceID"],
+    ];
+    for version in [ApiVersion::V1beta1, ApiVersion::V1beta2] {
+        for path in paths {
+            for w in &weird {
+                let mut spec = v2_spec();
+                let mut at = &mut spec;
+                for key in &path[..path.len() - 1] {
+                    at = &mut at[*key];
+                }
+                at[path[path.len() - 1]] = w.clone();
+                for deleting in [false, true] {
+                    let b = binding(version, spec.clone(), json!({"error": 5}), true, deleting);
+                    let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
+                    let _ = plan(&o, &PlanConfig::default(), NOW, None);
+                    let _ = plan(&o, &any_host(), NOW, Some(&token()));
+                }
+            }
+        }
+    }
+}
