@@ -546,7 +546,10 @@ fn plain_scalar(s: &str) -> Value {
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
-    let numeric = s.bytes().any(|b| b.is_ascii_digit())
+    // A leading zero (`0755`) would lose digits as a number; keep it as written.
+    let leading_zero = s.len() > 1 && s.starts_with('0') && s.as_bytes()[1].is_ascii_digit();
+    let numeric = !leading_zero
+        && s.bytes().any(|b| b.is_ascii_digit())
         && s.bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
     if numeric {
@@ -836,6 +839,7 @@ users:
         assert_eq!(v["d"], "x # not a comment");
         assert_eq!(v["e"], "123");
         assert_eq!(v["f"], 123);
+        assert_eq!(parse("m: 0755").unwrap()["m"], "0755");
         assert_eq!(v["g"], Value::Null);
     }
 
