@@ -3,17 +3,22 @@
 //! The modules read as a table of contents: Kubernetes and Azure I/O sit at the edges (`kube`,
 //! `azure`, `tokens`), the decisions in the middle are pure (`binding`, `plan`, `names`, `hash`,
 //! `suffix`, `selector`), and `controller` wires them together with the `schedule` queue.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod app;
 pub mod azure;
 pub mod binding;
 pub mod cli;
 pub mod controller;
 pub mod hash;
 pub mod kube;
+pub mod logging;
 pub mod names;
 pub mod plan;
+pub mod reconcile;
 pub mod schedule;
 pub mod selector;
+pub mod signals;
+pub mod store;
 pub mod suffix;
 pub mod tokens;

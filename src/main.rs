@@ -19,9 +19,15 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(_config)) => {
-            eprintln!("acrpull: the controller is not wired yet");
-            ExitCode::FAILURE
+        Ok(Command::Run(config)) => {
+            acrpull::logging::init(config.log_format, &config.log_level);
+            match acrpull::app::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("acrpull: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("acrpull: {e}\nRun 'acrpull --help' for usage.");

@@ -1,0 +1,110 @@
+//! Start-up and shutdown: turn a validated configuration into running parts, wait for a signal,
+//! stop cleanly.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::azure::http::ConnectTo;
+use crate::azure::{HttpClients, HttpConfig};
+use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
+use crate::cli::{Config, EntraAudience};
+use crate::controller::{Controller, Settings};
+use crate::kube;
+use crate::plan::PlanConfig;
+use crate::reconcile::Reconciler;
+use crate::selector::Selector;
+use crate::signals::Signals;
+use crate::store::Store;
+use crate::suffix::AllowList;
+use crate::tokens::{AzureUpstream, SystemClock, TokenService};
+
+/// Why acrpull could not start; printed once by `main`, exit code 1.
+#[derive(Debug)]
+pub enum StartError {
+    /// No usable Kubernetes connection.
+    Kube(kube::ConfigError),
+    /// `--label-selector` does not parse.
+    LabelSelector(crate::selector::SelectorError),
+    /// The Azure HTTP clients could not be built (bad `SSL_CERT_FILE`, proxy, `--connect-to`).
+    Azure(crate::azure::http::HttpSetupError),
+    /// Threads or signal setup failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Kube(e) => write!(f, "kubernetes connection: {e}"),
+            StartError::LabelSelector(e) => write!(f, "invalid --label-selector: {e}"),
+            StartError::Azure(e) => write!(f, "azure clients: {e}"),
+            StartError::Io(e) => write!(f, "start-up: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub fn run(cfg: &Config) -> Result<(), StartError> {
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = Signals::block().map_err(StartError::Io)?;
+
+    let selector = Selector::parse(&cfg.label_selector).map_err(StartError::LabelSelector)?;
+    let mut kube_cfg = kube::Config::load(cfg.kubeconfig.as_deref()).map_err(StartError::Kube)?;
+    kube_cfg.qps = cfg.kube_api_qps;
+    kube_cfg.burst = cfg.kube_api_burst;
+    let client = kube::Client::new(&kube_cfg).map_err(StartError::Kube)?;
+    log::info!("kubernetes API server {}", kube_cfg.server);
+
+    let mut http_cfg = HttpConfig::from_env().map_err(StartError::Azure)?;
+    for (host, addr) in &cfg.connect_to {
+        http_cfg
+            .connect_to
+            .push(ConnectTo::parse(&format!("{host}={addr}")).map_err(StartError::Azure)?);
+    }
+    let http = Arc::new(HttpClients::new(&http_cfg).map_err(StartError::Azure)?);
+    let upstream = Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint));
+    let tokens = Arc::new(TokenService::new(upstream, Arc::new(SystemClock)));
+
+    let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
+    match &allow {
+        AllowList::Any => log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host"),
+        AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
+    }
+    let defaults = V1beta1Defaults {
+        acr_server: cfg.env.acr_server.clone(),
+        client_id: cfg.env.managed_identity_client_id.clone(),
+        resource_id: cfg.env.managed_identity_resource_id.clone(),
+        arm_resource: cfg
+            .env
+            .arm_resource
+            .clone()
+            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+    };
+    let reconciler = Arc::new(Reconciler {
+        client: client.clone(),
+        tokens,
+        store: Arc::new(Mutex::new(Store::new(defaults))),
+        plan: PlanConfig {
+            ttl_rotation_fraction: cfg.ttl_rotation_fraction,
+            allow,
+        },
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+    });
+    let settings = Settings {
+        label_selector: selector.to_string(),
+        workers: cfg.workers,
+    };
+    let controller = Controller::start(client, reconciler, &settings).map_err(StartError::Io)?;
+    log::info!(
+        "acrpull {} started with {} workers",
+        env!("CARGO_PKG_VERSION"),
+        cfg.workers
+    );
+
+    let sig = signals.wait().map_err(StartError::Io)?;
+    log::info!("received {sig:?}; finishing in-flight work");
+    controller.shutdown();
+    log::info!("stopped");
+    Ok(())
+}
