@@ -263,7 +263,8 @@ impl RealRegistry {
         std::fs::write(&files.tls_cert, chain_pem)?;
         std::fs::write(&files.tls_key, pem("PRIVATE KEY", key.secret_der()))?;
         std::fs::write(&files.token_roots, trust.root_pem())?;
-        ca.write_pem(&files.client_certs_dir())?;
+        std::fs::create_dir_all(&files.client_certs)?;
+        ca.write_pem(&files.client_certs)?;
         let config = registry_config(&files, &host, realm);
         std::fs::write(&files.config, config)?;
         let log = std::fs::File::create(&files.log)?;
@@ -309,7 +310,14 @@ impl RealRegistry {
 
     /// A directory holding the kit CA as `ca.crt` (skopeo's `--cert-dir`).
     pub fn cert_dir(&self) -> PathBuf {
-        RegistryFiles::in_dir(self.dir.path()).client_certs_dir()
+        RegistryFiles::in_dir(self.dir.path()).client_certs
+    }
+
+    /// The `ACRPULL_CONNECT_TO` rule that sends acrpull's `https://<host>/oauth2/...` calls for
+    /// this registry to the fake ACR at `acr_addr`, so a binding whose server is [`host`](Self::host)
+    /// gets its tokens from the fake while image clients reach this registry.
+    pub fn connect_to_rule(&self, acr_addr: std::net::SocketAddr) -> String {
+        format!("127.0.0.1={acr_addr}")
     }
 
     /// `docker://<host>/<repository>:<tag>`.
@@ -339,6 +347,7 @@ struct RegistryFiles {
     tls_key: PathBuf,
     token_roots: PathBuf,
     log: PathBuf,
+    client_certs: PathBuf,
 }
 
 impl RegistryFiles {
@@ -350,17 +359,8 @@ impl RegistryFiles {
             tls_key: dir.join("tls.key"),
             token_roots: dir.join("token-roots.pem"),
             log: dir.join("registry.log"),
+            client_certs: dir.join("certs"),
         }
-    }
-
-    fn client_certs_dir(&self) -> PathBuf {
-        let dir = self
-            .config
-            .parent()
-            .map_or_else(|| PathBuf::from("certs"), |d| d.join("certs"));
-        // Creating it here keeps callers from racing on it; a failure shows up at write time.
-        let _ = std::fs::create_dir_all(&dir);
-        dir
     }
 }
 

@@ -9,7 +9,7 @@ use acrpull_testkit::azure::Acr;
 use acrpull_testkit::http::serve_https;
 use acrpull_testkit::registry::{
     access_token, refresh_token, tools_available, write_authfile, RealRegistry, Skopeo,
-    SkopeoOutput, TempDir, TestImage,
+    SkopeoOutput, TempDir, TestImage, TokenTrust,
 };
 use acrpull_testkit::tls::Ca;
 
@@ -148,5 +148,25 @@ fn expired_or_absent_credentials_are_refused() {
     assert_refused(
         &fx.inspect("app-a", Some(&expired)),
         "inspect with an expired token",
+    );
+}
+
+#[test]
+fn tokens_not_chained_to_the_registrys_root_are_refused() {
+    let Some(fx) = Fixture::start() else { return };
+    // Same key, certified by a CA the registry does not trust.
+    let stranger = TokenTrust::new().expect("token trust");
+    fx.acr.set_token_certificate_chain(stranger.chain());
+    let authfile = fx.authfile("untrusted.json", "repository:app-a:pull");
+    assert_refused(
+        &fx.inspect("app-a", Some(&authfile)),
+        "inspect with an untrusted chain",
+    );
+    // No chain at all: distribution cannot find the key.
+    fx.acr.set_token_certificate_chain(&[]);
+    let authfile = fx.authfile("unchained.json", "repository:app-a:pull");
+    assert_refused(
+        &fx.inspect("app-a", Some(&authfile)),
+        "inspect without a chain",
     );
 }
