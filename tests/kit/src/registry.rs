@@ -873,6 +873,30 @@ mod tests {
     }
 
     #[test]
+    fn token_helpers_mint_what_acrpull_would_get_from_the_fake_acr() {
+        let acr = Acr::new();
+        let host = "127.0.0.1:5000";
+        acr.add_registry(Registry {
+            host: host.into(),
+            accepted_audiences: Audiences::ArmAndAcr,
+            repositories: Vec::new(),
+        });
+        acr.grant("oid-7", host, &[("app", &["pull"])]);
+        let refresh = refresh_token(&acr, host, "t7", "oid-7").unwrap();
+        let token = access_token(&acr, host, &refresh, "repository:app:pull").unwrap();
+        assert!(acr.authorize(host, &token, "app", "pull"));
+        assert!(!acr.authorize(host, &token, "other", "pull"));
+        assert!(matches!(
+            access_token(&acr, host, "not-a-token", "repository:app:pull"),
+            Err(RegistryError::Azure(401))
+        ));
+        assert!(matches!(
+            refresh_token(&acr, "127.0.0.2:1", "t7", "oid-7"),
+            Err(RegistryError::Azure(404))
+        ));
+    }
+
+    #[test]
     fn pem_wraps_base64_at_64_columns() {
         let p = pem("CERTIFICATE", &[0u8; 100]);
         let lines: Vec<&str> = p.lines().collect();

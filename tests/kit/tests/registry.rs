@@ -123,6 +123,14 @@ fn an_acrpull_format_secret_pulls_its_repository() {
         .expect("skopeo runs");
     assert_ok(&out, &fx.registry, "copy");
     assert!(dest.path().join("manifest.json").is_file());
+    // skopeo got its registry tokens from the fake ACR's realm, as the puller, for that scope:
+    // once when we minted the Secret's token, then at least once per skopeo run.
+    let key = (
+        fx.registry.host().to_string(),
+        PULLER.to_string(),
+        "repository:app-a:pull".to_string(),
+    );
+    assert!(fx.acr.counters().tokens.get(&key).copied().unwrap_or(0) >= 3);
 }
 
 #[test]
@@ -141,13 +149,19 @@ fn a_token_scoped_to_one_repository_cannot_pull_another() {
 fn expired_or_absent_credentials_are_refused() {
     let Some(fx) = Fixture::start() else { return };
     assert_refused(&fx.inspect("app-a", None), "inspect without credentials");
-    // Minted by a fake whose clock is two lifetimes behind: already expired in real time.
+    // Minted by a fake whose clock is 3 h behind, so the tokens (3 h refresh, 75 min access)
+    // have already expired in real time.
     fx.acr.shared().clock.set_skew(-3 * 3600);
     let expired = fx.authfile("expired.json", "repository:app-a:pull");
     fx.acr.shared().clock.set_skew(0);
+    let refused_before = fx.acr.counters().refused;
     assert_refused(
         &fx.inspect("app-a", Some(&expired)),
         "inspect with an expired token",
+    );
+    assert!(
+        fx.acr.counters().refused > refused_before,
+        "the realm refused it"
     );
 }
 
