@@ -11,6 +11,14 @@
 //!   header, which is how distribution finds and trusts the key.
 //! - Clients (skopeo) trust the kit CA through a cert dir holding `ca.crt`, for the registry and
 //!   the realm alike: TLS verification stays on.
+//!
+//! For an end-to-end test, acrpull's binding names [`RealRegistry::host`] as its server and
+//! acrpull runs with `ACRPULL_CONNECT_TO` = [`RealRegistry::connect_to_rule`] (its
+//! `/oauth2/exchange` and `/oauth2/token` calls then reach the fake ACR, which finds the registry
+//! by `Host`) and `SSL_CERT_FILE` = the kit CA; the Secret it writes is then a valid `--authfile`.
+//!
+//! Limit: the realm is reached as `127.0.0.1:<fake ACR port>`, and the fake ACR resolves that to
+//! the first registry whose host is `127.0.0.1`: use one real registry per fake ACR.
 
 use std::ffi::OsStr;
 use std::fmt;
