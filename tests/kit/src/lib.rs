@@ -7,4 +7,5 @@ pub mod azure;
 pub mod http;
 pub mod jwt;
 pub mod kube;
+pub mod registry;
 pub mod tls;
