@@ -588,3 +588,48 @@ fn a_new_namespace_gets_a_default_service_account() {
         || (t.client.get(&path(&ns, "serviceaccounts", "default")).0 == 200).then_some(()),
     );
 }
+
+/// Strategic merge patch on a built-in type: `metadata.finalizers` is merged as a set, while
+/// a ServiceAccount's `imagePullSecrets` (no patch strategy in the Go type) is replaced.
+#[test]
+fn strategic_merge_patch_on_a_service_account_follows_the_go_tags() {
+    let t = Target::new();
+    let ns = t.namespace("c25");
+    t.client.post(
+        &coll(&ns, "serviceaccounts"),
+        &json!({"metadata": {"name": "sa", "finalizers": ["example.com/a"]}, "imagePullSecrets": [{"name": "a"}]}),
+    );
+    let p = path(&ns, "serviceaccounts", "sa");
+    let (code, out) = t.client.patch(
+        &p,
+        "application/strategic-merge-patch+json",
+        &json!({"metadata": {"finalizers": ["example.com/b"]}, "imagePullSecrets": [{"name": "b"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        out["metadata"]["finalizers"],
+        json!(["example.com/a", "example.com/b"])
+    );
+    assert_eq!(out["imagePullSecrets"], json!([{"name": "b"}]));
+    t.client.patch(
+        &p,
+        "application/merge-patch+json",
+        &json!({"metadata": {"finalizers": null}}),
+    );
+}
+
+/// A Secret with `immutable: true` refuses data changes (422).
+#[test]
+fn an_immutable_secret_refuses_data_changes() {
+    let t = Target::new();
+    let ns = t.namespace("c26");
+    let mut s = secret("s");
+    s["immutable"] = json!(true);
+    assert_eq!(t.client.post(&coll(&ns, SECRETS), &s).0, 201);
+    let (code, st) = t.client.patch(
+        &path(&ns, SECRETS, "s"),
+        "application/merge-patch+json",
+        &json!({"data": {"k": "eA=="}}),
+    );
+    assert_eq!(code, 422, "{st}");
+}

@@ -39,6 +39,18 @@ fn injected_failures_hit_exactly_the_matching_requests() {
 }
 
 #[test]
+fn an_injected_conflict_reads_like_a_real_one() {
+    let (api, c) = setup();
+    c.post(SECRETS, &secret("a"));
+    api.inject(Fault::fail(409, Matcher::verb("update", "secrets").name("a")).times(1));
+    let (code, st) = c.put(&format!("{SECRETS}/a"), &secret("a"));
+    assert_eq!(code, 409);
+    assert_eq!(st["reason"], "Conflict");
+    assert!(st["message"].as_str().unwrap().ends_with("the object has been modified; please apply your changes to the latest version and try again"));
+    assert_eq!(c.put(&format!("{SECRETS}/a"), &secret("a")).0, 200);
+}
+
+#[test]
 fn throttling_sends_429_with_retry_after() {
     let (api, c) = setup();
     api.inject(Fault::throttle(Matcher::any(), 1).times(1));

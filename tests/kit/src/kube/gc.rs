@@ -12,6 +12,8 @@ use super::store::{Preconditions, State, Store};
 
 /// Upper bound on how long the thread sleeps when nothing is due (it is woken by writes anyway).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Minimum spacing of orphan sweeps: each is O(objects), and a burst of writes needs only one.
+const SWEEP_SPACING: Duration = Duration::from_millis(20);
 
 /// Starts the background thread; it ends when the store is stopping.
 pub fn spawn(store: Arc<Store>) -> std::io::Result<JoinHandle<()>> {
@@ -22,6 +24,7 @@ pub fn spawn(store: Arc<Store>) -> std::io::Result<JoinHandle<()>> {
 
 fn run(store: &Store) {
     let mut swept_at = 0;
+    let mut last_sweep = Instant::now() - SWEEP_SPACING;
     let mut st = store.lock();
     loop {
         if st.stopping {
@@ -29,21 +32,26 @@ fn run(store: &Store) {
         }
         let before = st.rv;
         create_default_service_accounts(&mut st);
-        if st.rv != swept_at {
+        let dirty = st.rv != swept_at;
+        if dirty && last_sweep.elapsed() >= SWEEP_SPACING {
             collect_orphans(&mut st);
             swept_at = st.rv;
+            last_sweep = Instant::now();
         }
         if st.rv != before {
             store.changed.notify_all();
         }
         let now = Instant::now();
-        let wait = st
+        let mut wait = st
             .pending_default_sa
             .iter()
             .map(|(due, _)| due.saturating_duration_since(now))
             .min()
-            .unwrap_or(IDLE_WAKE)
-            .clamp(Duration::from_millis(1), IDLE_WAKE);
+            .unwrap_or(IDLE_WAKE);
+        if st.rv != swept_at {
+            wait = wait.min(SWEEP_SPACING.saturating_sub(last_sweep.elapsed()));
+        }
+        let wait = wait.clamp(Duration::from_millis(1), IDLE_WAKE);
         st = store
             .changed
             .wait_timeout(st, wait)

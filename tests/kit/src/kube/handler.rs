@@ -208,7 +208,11 @@ impl Api {
         if verdict.latency > Duration::ZERO {
             std::thread::sleep(verdict.latency);
         }
-        if let Some(e) = verdict.error {
+        if let Some(mut e) = verdict.error {
+            if e.code == 409 && !route.name.is_empty() {
+                // An injected conflict reads like a real one, so clients parse it the same way.
+                e = ApiError::conflict(route.rt, &route.name);
+            }
             return error_response(&e);
         }
         if !self.0.store.lock().installed(route.rt) {

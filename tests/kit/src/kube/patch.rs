@@ -41,6 +41,89 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Applies a strategic merge patch to a built-in object, as far as the emulated types need it:
+/// objects merge like a merge patch; `metadata.finalizers` is a set (union, with
+/// `$deleteFromPrimitiveList/finalizers` removing); `metadata.ownerReferences` merge by `uid`
+/// and a ServiceAccount's `secrets` by `name` (with `$patch: delete` items removing). Every
+/// other list is replaced, which is what the Go types declare for `imagePullSecrets`.
+/// Simplification: `$retainKeys`, `$setElementOrder` and other directives are ignored.
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value, plural: &str) {
+    let mut patch = patch.clone();
+    let mut meta_patch = patch
+        .as_object_mut()
+        .and_then(|p| p.remove("metadata"))
+        .unwrap_or(Value::Null);
+    let sa_secrets = if plural == "serviceaccounts" {
+        patch.as_object_mut().and_then(|p| p.remove("secrets"))
+    } else {
+        None
+    };
+    merge_patch(target, &patch);
+    if let Some(items) = sa_secrets {
+        merge_list_by_key(&mut target["secrets"], &items, "name");
+    }
+    let Some(m) = meta_patch.as_object_mut() else {
+        if meta_patch.is_null() {
+            return;
+        }
+        target["metadata"] = meta_patch;
+        return;
+    };
+    let remove_finalizers = m.remove("$deleteFromPrimitiveList/finalizers");
+    let finalizers = m.remove("finalizers");
+    let owners = m.remove("ownerReferences");
+    merge_patch(&mut target["metadata"], &meta_patch);
+    if let Some(Value::Array(add)) = finalizers {
+        let list = target["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut merged = list;
+        for f in add {
+            if !merged.contains(&f) {
+                merged.push(f);
+            }
+        }
+        target["metadata"]["finalizers"] = Value::Array(merged);
+    } else if let Some(Value::Null) = finalizers {
+        if let Some(m) = target["metadata"].as_object_mut() {
+            m.remove("finalizers");
+        }
+    }
+    if let Some(Value::Array(drop)) = remove_finalizers {
+        if let Some(list) = target["metadata"]["finalizers"].as_array_mut() {
+            list.retain(|f| !drop.contains(f));
+        }
+    }
+    if let Some(items) = owners {
+        merge_list_by_key(&mut target["metadata"]["ownerReferences"], &items, "uid");
+    }
+}
+
+/// Merges a list of objects by a key field; `null` replaces the whole list (deletes it).
+fn merge_list_by_key(target: &mut Value, items: &Value, key: &str) {
+    let Value::Array(items) = items else {
+        *target = items.clone();
+        return;
+    };
+    let mut list = target.as_array().cloned().unwrap_or_default();
+    for item in items {
+        let k = &item[key];
+        let pos = list.iter().position(|e| &e[key] == k);
+        if item["$patch"] == "delete" {
+            if let Some(i) = pos {
+                list.remove(i);
+            }
+            continue;
+        }
+        match pos {
+            Some(i) => merge_patch(&mut list[i], item),
+            None => list.push(item.clone()),
+        }
+    }
+    *target = Value::Array(list);
+}
+
 fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
@@ -248,6 +331,31 @@ mod tests {
             json_patch(&json!({}), &json!({"op": "remove"})),
             Err(PatchError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn strategic_patch_unions_finalizers_and_merges_owners_by_uid() {
+        let mut t = json!({"metadata": {"finalizers": ["a"], "ownerReferences": [{"uid": "1", "name": "x"}]},
+            "imagePullSecrets": [{"name": "p"}]});
+        let p = json!({"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "2", "name": "y"}]},
+            "imagePullSecrets": [{"name": "q"}]});
+        strategic_merge_patch(&mut t, &p, "serviceaccounts");
+        assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(
+            t["metadata"]["ownerReferences"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(
+            t["imagePullSecrets"],
+            json!([{"name": "q"}]),
+            "imagePullSecrets has no merge strategy"
+        );
+        strategic_merge_patch(
+            &mut t,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+            "serviceaccounts",
+        );
+        assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]

@@ -560,6 +560,18 @@ impl State {
                 "field is immutable",
             ));
         }
+        if std::ptr::eq(rt, &resources::SECRETS)
+            && old["immutable"] == json!(true)
+            && (new["data"] != old["data"] || new["immutable"] != old["immutable"])
+        {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "data",
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
         if !old["metadata"]["deletionTimestamp"].is_null() {
             let before = finalizers(&old);
             let added: Vec<String> = finalizers(&new)
@@ -629,9 +641,18 @@ impl State {
                     "application/strategic-merge-patch+json",
                 ))
             }
-            // Simplification: for built-in types a strategic merge patch is applied as a merge
-            // patch, so lists are replaced rather than merged by their patch keys.
-            PatchType::Merge | PatchType::Strategic => {
+            PatchType::Strategic => {
+                if !body.is_object() {
+                    return Err(ApiError::bad_request(
+                        "json: cannot unmarshal into Go value of type map[string]interface {}"
+                            .into(),
+                    ));
+                }
+                let mut p = old.clone();
+                patch::strategic_merge_patch(&mut p, body, rt.plural);
+                p
+            }
+            PatchType::Merge => {
                 if !body.is_object() {
                     return Err(ApiError::bad_request(
                         "json: cannot unmarshal into Go value of type map[string]interface {}"
