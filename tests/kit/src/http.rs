@@ -363,7 +363,9 @@ impl From<io::Error> for ReadError {
 }
 
 /// Reads one request; `None` when the client closed the connection between requests.
-fn read_request<R: BufRead>(r: &mut R) -> Result<Option<(Request, bool)>, ReadError> {
+fn read_request<S: Read + Write>(
+    r: &mut BufReader<S>,
+) -> Result<Option<(Request, bool)>, ReadError> {
     let mut head_bytes = 0usize;
     let Some(line) = read_line(r, &mut head_bytes)? else {
         return Ok(None);
@@ -397,6 +399,13 @@ fn read_request<R: BufRead>(r: &mut R) -> Result<Option<(Request, bool)>, ReadEr
     } else {
         !connection.contains("close")
     };
+    if req
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        r.get_mut().flush()?;
+    }
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
@@ -637,6 +646,20 @@ mod tests {
             b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nconnection: close\r\n\r\n",
         );
         assert!(out.contains("GET /a") && out.contains("GET /b"), "{out}");
+    }
+
+    #[test]
+    fn expect_continue_is_answered_before_the_body() {
+        let server = serve_http(Arc::new(Echo)).unwrap();
+        let out = raw(
+            &server,
+            b"PUT /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+            "{out}"
+        );
+        assert!(out.ends_with("PUT /e ok"), "{out}");
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub const BINDINGS_V1BETA1: &str = "acrpullbindings.msi-acrpull.microsoft.com";
 /// Resource name of Leases, for the accessors.
 pub const LEASES: &str = "leases.coordination.k8s.io";
 /// Resource name of `events.k8s.io/v1` Events, for the accessors.
-pub const EVENTS: &str = "events.k8s.io";
+pub const EVENTS: &str = "events.events.k8s.io";
+/// Resource name of core/v1 Events, for the accessors.
+pub const CORE_EVENTS: &str = "events";
 /// The user the kubeconfig's token authenticates as; allowed everything.
 pub const ADMIN_USER: &str = "kubernetes-admin";
 

@@ -18,6 +18,15 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
+    /// `Kind` or `Kind.group`, as validation errors name it.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
     /// `plural` or `plural.group`, as error messages name it.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {
@@ -108,8 +117,18 @@ pub static EVENTS: ResourceType = ResourceType {
     custom: false,
 };
 
+/// core/v1 Events (the older API; stored apart from `events.k8s.io` in the emulator).
+pub static CORE_EVENTS: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    plural: "events",
+    kind: "Event",
+    namespaced: true,
+    custom: false,
+};
+
 /// Every served type.
-pub static ALL: [&ResourceType; 7] = [
+pub static ALL: [&ResourceType; 8] = [
     &NAMESPACES,
     &SECRETS,
     &SERVICE_ACCOUNTS,
@@ -117,6 +136,7 @@ pub static ALL: [&ResourceType; 7] = [
     &BINDINGS_V1BETA1,
     &LEASES,
     &EVENTS,
+    &CORE_EVENTS,
 ];
 
 /// Finds a type by `plural` (core types) or `plural.group`.

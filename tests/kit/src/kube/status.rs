@@ -143,7 +143,10 @@ impl ApiError {
         ApiError::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {detail}", rt.kind),
+            format!(
+                "{} \"{name}\" is invalid: {field}: {detail}",
+                rt.qualified_kind()
+            ),
             Some(d),
         )
     }
