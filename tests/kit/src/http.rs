@@ -292,18 +292,21 @@ fn accept_loop(
         if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), open.lock()) {
             map.insert(id, clone);
         }
-        let (handler, tls, open) = (handler.clone(), tls.clone(), open.clone());
+        let (handler, tls, conns) = (handler.clone(), tls.clone(), open.clone());
         let spawned = std::thread::Builder::new()
             .name("kit-conn".into())
             .spawn(move || {
                 // Errors here are client disconnects or garbage: the connection just ends.
                 let _ = serve_connection(stream, handler, tls);
-                if let Ok(mut map) = open.lock() {
+                if let Ok(mut map) = conns.lock() {
                     map.remove(&id);
                 }
             });
         if spawned.is_err() {
             log::warn!("kit: cannot spawn a connection thread");
+            if let Ok(mut map) = open.lock() {
+                map.remove(&id);
+            }
         }
     }
 }

@@ -318,3 +318,17 @@ fn the_temporary_directory_goes_with_the_server() {
     drop(api);
     assert!(!kubeconfig.exists());
 }
+
+#[test]
+fn discovery_lists_installed_groups_only() {
+    let (api, c) = setup();
+    let (code, groups) = c.get("/apis");
+    assert_eq!(code, 200);
+    assert!(groups.to_string().contains("\"acrpull.microsoft.com\""));
+    assert_eq!(c.get("/apis/acrpull.microsoft.com/v1beta2").0, 200);
+    api.set_crd_installed(BINDINGS_V1BETA2, false);
+    assert_eq!(c.get("/apis/acrpull.microsoft.com/v1beta2").0, 404);
+    assert_eq!(c.with_token("bad").get("/api/v1").0, 401);
+    let (code, jwks) = c.get("/openid/v1/jwks");
+    assert_eq!((code, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::auth::{Attributes, Authz};
+use super::discovery;
 use super::faults::{Faults, LoggedRequest};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
@@ -145,6 +146,9 @@ impl Handler for Api {
             }
             _ => {}
         }
+        if let Some(resp) = self.non_resource(&req) {
+            return resp;
+        }
         let mut entry = LoggedRequest {
             method: req.method.clone(),
             ..LoggedRequest::default()
@@ -166,6 +170,29 @@ impl Handler for Api {
 }
 
 impl Api {
+    /// Discovery and the issuer's OIDC documents: any authenticated user may read them, as the
+    /// default `system:discovery` and `system:service-account-issuer-discovery` roles allow.
+    fn non_resource(&self, req: &Request) -> Option<Response> {
+        let base = format!("https://{}", req.header("host").unwrap_or("127.0.0.1"));
+        let doc = match req.path.as_str() {
+            "/.well-known/openid-configuration" => Some(discovery::openid_configuration(&base)),
+            "/openid/v1/jwks" => Some(self.0.signer.jwks()),
+            p => {
+                let st = self.0.store.lock();
+                let installed = |rt: &ResourceType| st.installed(rt);
+                discovery::document(p, &installed)
+            }
+        }?;
+        let known = {
+            let authz = lock(&self.0.authz);
+            bearer(req).and_then(|t| authz.authenticate(t)).is_some()
+        };
+        if !known {
+            return Some(error_response(&ApiError::unauthorized()));
+        }
+        Some(Response::json(200, &doc))
+    }
+
     fn answer(
         &self,
         req: &Request,
