@@ -633,3 +633,20 @@ fn an_immutable_secret_refuses_data_changes() {
     );
     assert_eq!(code, 422, "{st}");
 }
+
+/// A create that carries `metadata.resourceVersion` is refused by the storage layer: a bare
+/// 500 "resourceVersion should not be set on objects to be created".
+#[test]
+fn create_with_a_resource_version_is_refused() {
+    let t = Target::new();
+    let ns = t.namespace("c27");
+    let mut s = secret("s");
+    s["metadata"]["resourceVersion"] = json!("12345");
+    let (code, st) = t.client.post(&coll(&ns, SECRETS), &s);
+    assert_eq!(code, 500, "{st}");
+    assert_eq!(
+        st["message"],
+        "resourceVersion should not be set on objects to be created"
+    );
+    assert_eq!(t.client.get(&path(&ns, SECRETS, "s")).0, 404);
+}

@@ -60,6 +60,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // Storage-layer errors reach the client as bare 500s without a reason.
+            s.as_object_mut()
+                .expect("a Status is an object")
+                .remove("reason");
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
@@ -217,6 +223,16 @@ impl ApiError {
                 "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
             ),
             Some(d),
+        )
+    }
+
+    /// The etcd3 store's refusal of a create that carries a resourceVersion: a bare 500.
+    pub fn rv_on_create() -> ApiError {
+        ApiError::new(
+            500,
+            "",
+            "resourceVersion should not be set on objects to be created".into(),
+            None,
         )
     }
 

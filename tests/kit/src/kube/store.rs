@@ -423,8 +423,12 @@ impl State {
                 obj["metadata"]["name"] = Value::String(format!("{prefix}{}", name_suffix()));
             }
         }
-        Self::validate(rt, &mut obj)?;
+        // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
         self.check_namespace(rt, ns)?;
+        Self::validate(rt, &mut obj)?;
+        if !meta_str(&obj, "resourceVersion").is_empty() {
+            return Err(ApiError::rv_on_create());
+        }
         let name = meta_str(&obj, "name").to_string();
         let key = State::key(rt, ns, &name);
         if self.objects.contains_key(&key) {
