@@ -12,7 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// One HTTP request as a handler sees it: the whole body already read.
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` redacts credential headers and prints only the body's length: bodies carry client
+/// assertions and tokens.
+#[derive(Clone, Default)]
 pub struct Request {
     /// Upper-case method, e.g. `GET`.
     pub method: String,
@@ -26,6 +29,35 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The peer address, when the request came over a socket.
     pub peer: Option<SocketAddr>,
+}
+
+/// Headers whose values never appear in `Debug` output.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let secret = SECRET_HEADERS.iter().any(|s| n.eq_ignore_ascii_case(s));
+                (n.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 impl Request {
@@ -572,6 +604,19 @@ mod tests {
         assert_eq!(r.query_param("x"), Some("1 2"));
         assert_eq!(r.query_param("y"), Some("="));
         assert_eq!(r.query_param("z"), Some(""));
+    }
+
+    #[test]
+    fn debug_output_hides_credentials_and_bodies() {
+        let r = Request::new("POST", "/t")
+            .with_header("Authorization", "Bearer s3cret")
+            .with_body("client_assertion=s3cret");
+        let d = format!("{r:?}");
+        assert!(!d.contains("s3cret"), "{d}");
+        assert!(
+            d.contains("<redacted>") && d.contains("body_len: 23"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -129,12 +129,23 @@ impl From<serde_yaml::Error> for RbacError {
     }
 }
 
-/// Users and what they may do.
-#[derive(Debug, Default)]
+/// Users and what they may do. `Debug` lists users, never their tokens.
+#[derive(Default)]
 pub struct Authz {
     tokens: HashMap<String, String>,
     admins: Vec<String>,
     rules: HashMap<String, Vec<Rule>>,
+}
+
+impl std::fmt::Debug for Authz {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users: Vec<&String> = self.tokens.values().collect();
+        f.debug_struct("Authz")
+            .field("users", &users)
+            .field("admins", &self.admins)
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
 
 impl Authz {
@@ -316,6 +327,14 @@ mod tests {
         assert!(r.allows(&attrs("get", "secrets", "", "ns", "a")));
         assert!(!r.allows(&attrs("get", "secrets", "", "ns", "b")));
         assert!(!r.allows(&attrs("list", "secrets", "", "ns", "")));
+    }
+
+    #[test]
+    fn debug_output_names_users_not_tokens() {
+        let mut a = Authz::default();
+        a.add_user("t0k3n", "alice");
+        let d = format!("{a:?}");
+        assert!(d.contains("alice") && !d.contains("t0k3n"), "{d}");
     }
 
     #[test]
