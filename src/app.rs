@@ -68,7 +68,9 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
 
     let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
     match &allow {
-        AllowList::Any => log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host"),
+        AllowList::Any => {
+            log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host")
+        }
         AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
     }
     let defaults = V1beta1Defaults {

@@ -265,7 +265,9 @@ fn work(reconciler: &Reconciler, queue: &WorkQueue<BindingKey>, failures: &Failu
             }
             Err(e) => {
                 let delay = failed(failures, &key, rng.next_f64());
-                let delay = e.retry_after().map_or(delay, |r| r.max(Duration::from_secs(1)));
+                let delay = e
+                    .retry_after()
+                    .map_or(delay, |r| r.max(Duration::from_secs(1)));
                 log::warn!("{key}: {e}; retrying in {}s", delay.as_secs());
                 queue.add_after(key.clone(), delay);
             }

@@ -397,7 +397,8 @@ impl Reconciler {
                 Ok(())
             }
             Err(e) if e.is_not_found() => {
-                let gone = serde_json::json!({"metadata": {"namespace": key.namespace, "name": key.name}});
+                let gone =
+                    serde_json::json!({"metadata": {"namespace": key.namespace, "name": key.name}});
                 self.store().delete_binding(key.version, &gone);
                 Ok(())
             }

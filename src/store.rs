@@ -200,7 +200,11 @@ impl Store {
     /// whose label value matches its label.
     fn secret_owners(&self, ns: &str, s: &SecretObs) -> Vec<BindingKey> {
         let mut keys = BTreeSet::new();
-        for r in s.owner_refs.iter().filter(|r| r.controller && r.kind == KIND) {
+        for r in s
+            .owner_refs
+            .iter()
+            .filter(|r| r.controller && r.kind == KIND)
+        {
             let version = match r.api_version.split('/').next() {
                 Some("acrpull.microsoft.com") => ApiVersion::V1beta2,
                 Some("msi-acrpull.microsoft.com") => ApiVersion::V1beta1,
@@ -472,7 +476,9 @@ mod tests {
     #[test]
     fn unrelated_service_accounts_are_not_kept() {
         let mut s = Store::default();
-        assert!(s.apply_sa(&sa("ns", "builder", &["registry-creds"], "1")).is_empty());
+        assert!(s
+            .apply_sa(&sa("ns", "builder", &["registry-creds"], "1"))
+            .is_empty());
         assert!(s.sas.is_empty());
     }
 
@@ -483,7 +489,10 @@ mod tests {
             .unwrap();
         let keys = s.apply_sa(&sa("ns", "puller", &[], "2"));
         assert_eq!(keys, vec![key("ns", "b")]);
-        assert_eq!(ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name, "puller");
+        assert_eq!(
+            ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name,
+            "puller"
+        );
     }
 
     #[test]
