@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod hash;
 pub mod kube;
+pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod schedule;
