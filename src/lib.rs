@@ -10,6 +10,7 @@ pub mod binding;
 pub mod cli;
 pub mod controller;
 pub mod hash;
+pub mod health;
 pub mod kube;
 pub mod metrics;
 pub mod names;
