@@ -17,5 +17,6 @@ pub mod names;
 pub mod plan;
 pub mod schedule;
 pub mod selector;
+pub mod serve;
 pub mod suffix;
 pub mod tokens;
