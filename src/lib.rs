@@ -9,6 +9,7 @@ pub mod azure;
 pub mod binding;
 pub mod cli;
 pub mod controller;
+pub mod events;
 pub mod hash;
 pub mod health;
 pub mod kube;
