@@ -207,13 +207,22 @@ impl Default for RecorderConfig {
     }
 }
 
-/// What identifies a series.
+/// What identifies a series. The note is kept as a hash: 4096 series of 1 kB notes would
+/// otherwise hold 4 MB for nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     uid: String,
     reason: Reason,
-    note: String,
+    note_hash: u64,
     kind: EventType,
+}
+
+fn note_hash(note: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: stable for the life of the process, which is all the recorder needs.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut h);
+    h.finish()
 }
 
 /// One Event and its repeats.
@@ -268,7 +277,7 @@ impl EventRecorder {
         let key = Key {
             uid: regarding.uid.clone(),
             reason,
-            note: note.clone(),
+            note_hash: note_hash(&note),
             kind: reason.event_type(),
         };
         if let Some(s) = self.series.get_mut(&key) {

@@ -69,7 +69,10 @@ enum KindSync {
 
 #[derive(Debug, Default)]
 struct Inner {
-    components: BTreeMap<String, State>,
+    /// Each component's registration number (see [`Heartbeat`]) and state.
+    components: BTreeMap<String, (u64, State)>,
+    /// The last registration number handed out.
+    registrations: u64,
     kinds: BTreeMap<String, KindSync>,
 }
 
@@ -135,23 +138,28 @@ impl Health {
     }
 
     /// Registers a watch loop (`watch:v1beta2`, `watch:secrets`, …), counted as having beaten now.
+    /// Names are unique: registering a name again replaces the earlier component.
     pub fn register_watch(self: &Arc<Self>, name: &str) -> Heartbeat {
         let now = self.clock.now();
-        self.lock()
-            .components
-            .insert(name.to_string(), State::Watch { last_beat: now });
-        Heartbeat {
-            health: Arc::clone(self),
-            name: name.to_string(),
-        }
+        self.register(name, State::Watch { last_beat: now })
     }
 
-    /// Registers a worker (`worker:0`, …), idle.
+    /// Registers a worker (`worker:0`, …), idle. Names are unique as for watches.
     pub fn register_worker(self: &Arc<Self>, name: &str) -> Heartbeat {
-        self.lock().components.insert(name.to_string(), State::Idle);
+        self.register(name, State::Idle)
+    }
+
+    fn register(self: &Arc<Self>, name: &str, state: State) -> Heartbeat {
+        let mut inner = self.lock();
+        inner.registrations += 1;
+        let registration = inner.registrations;
+        inner
+            .components
+            .insert(name.to_string(), (registration, state));
         Heartbeat {
             health: Arc::clone(self),
             name: name.to_string(),
+            registration,
         }
     }
 
@@ -173,10 +181,12 @@ impl Health {
         self.lock().kinds.insert(kind.to_string(), KindSync::Absent);
     }
 
-    fn update(&self, name: &str, f: impl FnOnce(&mut State, Instant)) {
+    /// Applies `f` to the component, unless it was registered again since (a stale handle).
+    fn update(&self, name: &str, registration: u64, f: impl FnOnce(&mut State, Instant)) {
         let now = self.clock.now();
-        if let Some(s) = self.lock().components.get_mut(name) {
-            f(s, now);
+        match self.lock().components.get_mut(name) {
+            Some((r, s)) if *r == registration => f(s, now),
+            _ => {}
         }
     }
 
@@ -187,7 +197,7 @@ impl Health {
             .lock()
             .components
             .iter()
-            .map(|(name, state)| {
+            .map(|(name, (_, state))| {
                 let (ok, detail) = match *state {
                     State::Idle => (true, "idle".to_string()),
                     State::Watch { last_beat } => {
@@ -270,33 +280,44 @@ fn judge(now: Instant, last_beat: Instant, limit: Duration, what: &str) -> (bool
 pub struct Heartbeat {
     health: Arc<Health>,
     name: String,
+    /// Which registration of `name` this handle owns, so an old handle cannot touch a newer one.
+    registration: u64,
 }
 
 impl Heartbeat {
-    /// Progress: a watch event, a bookmark, a (re)list, or a step inside a reconcile.
+    /// Progress: a watch event, a bookmark, a (re)list, or a step inside a reconcile. A watch loop
+    /// beats on every turn, failed attempts and backoff wake-ups included: the bound is there to
+    /// catch a loop stuck on a dead connection, not an API server that is down (a restart would
+    /// not help with that).
     pub fn beat(&self) {
-        self.health.update(&self.name, |s, now| match s {
-            State::Watch { last_beat } | State::Busy { last_beat } => *last_beat = now,
-            State::Idle => {}
-        });
+        self.health
+            .update(&self.name, self.registration, |s, now| match s {
+                State::Watch { last_beat } | State::Busy { last_beat } => *last_beat = now,
+                State::Idle => {}
+            });
     }
 
     /// A worker took a key and starts reconciling it.
     pub fn busy(&self) {
-        self.health
-            .update(&self.name, |s, now| *s = State::Busy { last_beat: now });
+        self.health.update(&self.name, self.registration, |s, now| {
+            *s = State::Busy { last_beat: now }
+        });
     }
 
     /// A worker finished and waits for the queue.
     pub fn idle(&self) {
-        self.health.update(&self.name, |s, _| *s = State::Idle);
+        self.health
+            .update(&self.name, self.registration, |s, _| *s = State::Idle);
     }
 }
 
 impl Drop for Heartbeat {
     /// A component that stops (e.g. at shutdown) no longer counts.
     fn drop(&mut self) {
-        self.health.lock().components.remove(&self.name);
+        let mut inner = self.health.lock();
+        if matches!(inner.components.get(&self.name), Some((r, _)) if *r == self.registration) {
+            inner.components.remove(&self.name);
+        }
     }
 }
 
@@ -388,6 +409,24 @@ mod tests {
         assert!(!h.liveness().ok());
         drop(w);
         assert!(h.liveness().ok());
+    }
+
+    #[test]
+    fn a_stale_handle_cannot_touch_or_remove_a_newer_registration() {
+        let (h, clock) = setup();
+        let old = h.register_worker("worker:0");
+        let new = h.register_worker("worker:0");
+        new.busy();
+        clock.advance(Duration::from_secs(200));
+        old.idle();
+        assert!(
+            !h.liveness().ok(),
+            "the old handle did not reset the new one"
+        );
+        drop(old);
+        assert_eq!(h.liveness().checks[0].name, "worker:0", "still registered");
+        drop(new);
+        assert_eq!(h.liveness().checks[0].name, "process");
     }
 
     #[test]
