@@ -215,19 +215,30 @@ impl ServerHandle {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let mut wake = self.local;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            });
-        }
-        // The accept loop blocks in accept(); one connection wakes it to see the flag. If that
-        // connection fails the thread is left to die with the process rather than hang here.
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
+        // The accept loop blocks in accept(); one connection wakes it to see the flag. A dual-stack
+        // `[::]` socket on a host whose IPv6 loopback is disabled still takes IPv4, hence the
+        // fallback. If no connection gets through, the thread is left to end with the process
+        // rather than hang here.
+        let port = self.local.port();
+        let candidates: Vec<SocketAddr> = match self.local.ip() {
+            IpAddr::V6(ip) if ip.is_unspecified() => vec![
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            ],
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
             }
+            _ => vec![self.local],
+        };
+        let woken = candidates
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok());
+        if !woken {
+            log::debug!("could not wake the listener on {}; leaving it", self.local);
+            return;
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -575,6 +586,18 @@ mod tests {
         // The listener is closed once stop returns, so the port can be bound again.
         let again = TcpListener::bind(addr);
         assert!(again.is_ok(), "{again:?}");
+    }
+
+    #[test]
+    fn stop_works_for_a_listener_on_all_interfaces() {
+        let (routes, _) = probes();
+        let server = serve(":0", routes).expect("bind");
+        let port = server.local_addr().port();
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let out = get(loopback, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(out.ends_with("\r\n\r\nok"), "{out}");
+        server.stop();
+        assert!(TcpStream::connect(loopback).is_err(), "closed after stop");
     }
 
     #[test]
