@@ -471,6 +471,8 @@ impl Metrics {
         };
         m.build_info.set(&[version, revision], 1.0);
         m.leader.set(&[], 0.0);
+        m.set_workqueue_depth(0);
+        m.set_bindings(BindingCounts::default());
         m
     }
 
@@ -646,6 +648,8 @@ mod tests {
         assert!(text.contains("acrpull_reconcile_total{result=\"requeue\"} 0\n"));
         assert!(text.contains("acrpull_build_info{version=\"1.2.3\",revision=\"abc\"} 1\n"));
         assert!(text.contains("acrpull_leader 0\n"));
+        assert!(text.contains("acrpull_workqueue_depth 0\n"));
+        assert!(text.contains("acrpull_bindings{state=\"error\"} 0\n"));
     }
 
     #[test]
