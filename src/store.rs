@@ -103,6 +103,26 @@ impl Store {
         self.bindings.keys().cloned().collect()
     }
 
+    /// Bindings by state (error in status; token in status; neither) and the earliest token
+    /// expiry among them.
+    pub fn binding_states(&self) -> (crate::metrics::BindingCounts, Option<time::OffsetDateTime>) {
+        let mut c = crate::metrics::BindingCounts::default();
+        let mut earliest: Option<time::OffsetDateTime> = None;
+        for b in self.bindings.values() {
+            if b.status.error.as_deref().is_some_and(|e| !e.is_empty()) {
+                c.error += 1;
+            } else if b.status.token_expiration_time.is_some() {
+                c.ready += 1;
+            } else {
+                c.pending += 1;
+            }
+            if let Some(t) = b.status.token_expiration_time {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        }
+        (c, earliest)
+    }
+
     /// A binding, if known.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
         self.bindings.get(key)
