@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Attributes, Authz};
 use super::discovery;
-use super::faults::{Faults, LoggedRequest};
+use super::faults::{Faults, LoggedRequest, RequestLog};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -27,7 +27,7 @@ pub struct Inner {
     /// Injected faults.
     pub faults: Mutex<Faults>,
     /// Every request answered.
-    pub log: Mutex<Vec<LoggedRequest>>,
+    pub log: Mutex<RequestLog>,
     /// Every TokenRequest granted.
     pub tokens: Mutex<Vec<TokenRecord>>,
     /// Signs ServiceAccount tokens.

@@ -335,35 +335,30 @@ impl ApiServer {
 
     // ---- observation ----
 
-    /// Every request answered so far (direct accessor calls excluded).
+    /// The requests answered so far, oldest first (direct accessor calls excluded; the most
+    /// recent 200 000 are kept).
     pub fn request_log(&self) -> Vec<LoggedRequest> {
-        lock(&self.inner.log).clone()
+        lock(&self.inner.log).entries()
     }
 
-    /// Empties the request log.
+    /// Empties the request log and its counters.
     pub fn clear_log(&self) {
         lock(&self.inner.log).clear();
     }
 
-    /// How many logged requests had this verb on this plural resource.
+    /// How many requests had this verb on this plural resource (exact, however many there were).
     pub fn count(&self, verb: &str, resource: &str) -> usize {
-        lock(&self.inner.log)
-            .iter()
-            .filter(|r| r.verb == verb && r.resource == resource)
-            .count()
+        lock(&self.inner.log).count(verb, resource)
     }
 
-    /// How many logged requests this user made.
+    /// How many requests this user made (exact).
     pub fn count_by_user(&self, user: &str) -> usize {
-        lock(&self.inner.log)
-            .iter()
-            .filter(|r| r.user == user)
-            .count()
+        lock(&self.inner.log).count_by_user(user)
     }
 
-    /// How many logged requests match.
+    /// How many retained log entries match.
     pub fn count_matching(&self, f: impl Fn(&LoggedRequest) -> bool) -> usize {
-        lock(&self.inner.log).iter().filter(|r| f(r)).count()
+        lock(&self.inner.log).count_matching(f)
     }
 
     /// Every TokenRequest granted so far.
