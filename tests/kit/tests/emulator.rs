@@ -246,7 +246,10 @@ fn deleting_an_owner_garbage_collects_its_dependents() {
         .create(
             BINDINGS_V1BETA2,
             "ns",
-            json!({"metadata": {"name": "b"}, "spec": {}}),
+            json!({"metadata": {"name": "b"}, "spec": {
+                "acr": {"server": "r.azurecr.io", "scope": "repository:a:pull"},
+                "auth": {"managedIdentity": {"clientID": "c"}},
+                "serviceAccountName": "default"}}),
         )
         .unwrap();
     let owner = json!([{"apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",

@@ -2,6 +2,7 @@
 //! semantics, plus in-process controls for tests: direct object access, faults, the request log.
 
 mod auth;
+mod crd;
 mod discovery;
 mod faults;
 mod gc;

@@ -393,6 +393,10 @@ impl State {
         if std::ptr::eq(rt, &resources::EVENTS) {
             validate::event(obj)?;
         }
+        if rt.custom {
+            let name = meta_str(obj, "name").to_string();
+            super::crd::validate(rt, &name, obj)?;
+        }
         Ok(())
     }
 
@@ -864,7 +868,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::resources::{BINDINGS_V1BETA2, NAMESPACES, SECRETS, SERVICE_ACCOUNTS};
+    use crate::kube::resources::{BINDINGS_V1BETA1, NAMESPACES, SECRETS, SERVICE_ACCOUNTS};
 
     fn with_ns() -> State {
         let mut st = State::new();
@@ -940,9 +944,9 @@ mod tests {
         let mut st = with_ns();
         let b = st
             .create(
-                &BINDINGS_V1BETA2,
+                &BINDINGS_V1BETA1,
                 "ns",
-                json!({"metadata": {"name": "b"}, "spec": {"x": 1}, "status": {"s": 1}}),
+                json!({"metadata": {"name": "b"}, "spec": {"acrServer": "a.azurecr.io"}, "status": {"error": "e"}}),
             )
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 1);
@@ -950,13 +954,13 @@ mod tests {
         let mut labelled = b.clone();
         labelled["metadata"]["labels"] = json!({"l": "v"});
         let b = st
-            .update(&BINDINGS_V1BETA2, "ns", "b", labelled, false)
+            .update(&BINDINGS_V1BETA1, "ns", "b", labelled, false)
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 1);
         let mut respec = b.clone();
-        respec["spec"]["x"] = json!(2);
+        respec["spec"]["acrServer"] = json!("b.azurecr.io");
         let b = st
-            .update(&BINDINGS_V1BETA2, "ns", "b", respec, false)
+            .update(&BINDINGS_V1BETA1, "ns", "b", respec, false)
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 2);
     }
