@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{
-    ApiServer, ExpiredWatch, Fault, Matcher, Rule, ADMIN_USER, BINDINGS_V1BETA2,
+    ApiServer, ExpiredWatch, Fault, Matcher, Policies, Rule, ADMIN_USER, BINDINGS_V1BETA2,
 };
 use common::{eventually, rv, Client};
 use serde_json::{json, Value};
@@ -334,4 +334,59 @@ fn discovery_lists_installed_groups_only() {
     assert_eq!(c.with_token("bad").get("/api/v1").0, 401);
     let (code, jwks) = c.get("/openid/v1/jwks");
     assert_eq!((code, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
+}
+
+#[test]
+fn chart_admission_policies_judge_only_the_controller() {
+    let (api, c) = setup();
+    let ctl_user = "system:serviceaccount:acrpull:acrpull";
+    api.add_user("ctl", ctl_user);
+    api.add_admin(ctl_user);
+    api.set_admission_policies(Some(Policies {
+        controller_user: ctl_user.into(),
+        token_audience: "api://AzureCRTokenExchange".into(),
+    }));
+    let ctl = c.with_token("ctl");
+    let (code, st) = ctl.post(SECRETS, &secret("plain"));
+    assert_eq!(code, 403, "{st}");
+    assert!(st["message"]
+        .as_str()
+        .unwrap()
+        .contains("controller-secret-mutation-policy"));
+    assert_eq!(
+        c.post(SECRETS, &secret("plain")).0,
+        201,
+        "the admin is not judged"
+    );
+    let sa = eventually(Duration::from_secs(5), "the default ServiceAccount", || {
+        api.get("serviceaccounts", "ns", "default")
+    });
+    let mut foreign = sa.clone();
+    foreign["imagePullSecrets"] = json!([{"name": "someone-elses"}]);
+    assert_eq!(
+        ctl.put("/api/v1/namespaces/ns/serviceaccounts/default", &foreign)
+            .0,
+        403
+    );
+    let mut ours = sa;
+    ours["imagePullSecrets"] = json!([{"name": "acr-pull-b"}]);
+    assert_eq!(
+        ctl.put("/api/v1/namespaces/ns/serviceaccounts/default", &ours)
+            .0,
+        200
+    );
+    let token = "/api/v1/namespaces/ns/serviceaccounts/default/token";
+    assert_eq!(
+        ctl.post(token, &json!({"spec": {"audiences": ["other"]}}))
+            .0,
+        403
+    );
+    assert_eq!(
+        ctl.post(
+            token,
+            &json!({"spec": {"audiences": ["api://AzureCRTokenExchange"]}})
+        )
+        .0,
+        201
+    );
 }

@@ -1,6 +1,7 @@
 //! An emulated Kubernetes API server (HTTPS on loopback) with real list/watch, write and RBAC
 //! semantics, plus in-process controls for tests: direct object access, faults, the request log.
 
+mod admission;
 mod auth;
 mod crd;
 mod discovery;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use admission::Policies;
 pub use auth::{RbacError, Rule};
 pub use faults::{Fault, LoggedRequest, Matcher};
 pub use patch::{json_patch, merge_patch};
@@ -290,6 +292,12 @@ impl ApiServer {
                 st.missing.push(rt.index());
             }
         });
+    }
+
+    /// Enables the ValidatingAdmissionPolicies upstream's chart ships, judging `controller_user`
+    /// (`system:serviceaccount:<ns>:<sa>`) with this token audience; `None` disables them.
+    pub fn set_admission_policies(&self, policies: Option<Policies>) {
+        self.inner.store.write(|st| st.policies = policies);
     }
 
     /// How many events the watch history keeps.

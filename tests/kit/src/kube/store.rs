@@ -97,6 +97,10 @@ pub struct State {
     pub bookmark_interval: Duration,
     /// How a too-old watch is refused.
     pub expired_watch: ExpiredWatch,
+    /// The chart's admission policies, when enabled.
+    pub policies: Option<super::admission::Policies>,
+    /// The user whose request is being applied (set by the handler for the write's duration).
+    pub acting_user: String,
 }
 
 /// The store: state plus the condition variable every watcher and background thread waits on.
@@ -301,6 +305,8 @@ impl State {
             default_sa_delay: Duration::from_millis(150),
             bookmark_interval: Duration::from_secs(3),
             expired_watch: ExpiredWatch::InStream,
+            policies: None,
+            acting_user: String::new(),
         }
     }
 
@@ -400,6 +406,14 @@ impl State {
         Ok(())
     }
 
+    /// Runs the enabled admission policies on a write by the acting user.
+    fn admit(&self, rt: &ResourceType, old: Option<&Value>, new: &Value) -> Result<(), ApiError> {
+        match &self.policies {
+            Some(p) => p.write(&self.acting_user, rt, old, new),
+            None => Ok(()),
+        }
+    }
+
     /// POST: creates an object.
     pub fn create(
         &mut self,
@@ -430,6 +444,7 @@ impl State {
         // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
         self.check_namespace(rt, ns)?;
         Self::validate(rt, &mut obj)?;
+        self.admit(rt, None, &obj)?;
         if !meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::rv_on_create());
         }
@@ -558,6 +573,9 @@ impl State {
         new["apiVersion"] = Value::String(rt.api_version());
         new["kind"] = Value::String(rt.kind.to_string());
         Self::validate(rt, &mut new)?;
+        if !status {
+            self.admit(rt, Some(&old), &new)?;
+        }
         if std::ptr::eq(rt, &resources::SECRETS) && new["type"] != old["type"] {
             let t = new["type"].as_str().unwrap_or("").to_string();
             return Err(ApiError::invalid_value(
