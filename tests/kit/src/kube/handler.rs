@@ -415,8 +415,9 @@ impl Api {
 
     fn watch(&self, req: &Request, r: &Route) -> Result<Response, ApiError> {
         let (labels, fields) = selectors(req)?;
+        // `timeoutSeconds=0` means "the server's default", as for an absent parameter.
         let timeout = match req.query_param("timeoutSeconds") {
-            None | Some("") => None,
+            None | Some("") | Some("0") => None,
             Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("timeoutSeconds: Invalid value: \"{t}\""))
             })?)),
