@@ -369,7 +369,7 @@ impl State {
     }
 
     /// Checks the namespace a namespaced write goes to: it must exist and not be terminating.
-    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -381,7 +381,7 @@ impl State {
                 message: format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     rt.qualified(),
-                    ""
+                    name
                 ),
                 details: Some(json!({"kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
                 retry_after: None,
@@ -442,7 +442,7 @@ impl State {
             }
         }
         // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
-        self.check_namespace(rt, ns)?;
+        self.check_namespace(rt, ns, meta_str(&obj, "name"))?;
         Self::validate(rt, &mut obj)?;
         self.admit(rt, None, &obj)?;
         if !meta_str(&obj, "resourceVersion").is_empty() {
