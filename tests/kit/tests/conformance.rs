@@ -650,3 +650,34 @@ fn create_with_a_resource_version_is_refused() {
     );
     assert_eq!(t.client.get(&path(&ns, SECRETS, "s")).0, 404);
 }
+
+/// The binding CRD's structural schema: unknown fields are pruned silently, `environment`
+/// defaults to `PublicCloud`, and missing required fields are 422 Invalid.
+#[test]
+fn binding_schema_prunes_defaults_and_requires() {
+    let t = Target::new();
+    if !t.has_binding_crd() {
+        return;
+    }
+    let ns = t.namespace("c28");
+    let bp = format!("{B2}/namespaces/{ns}/acrpullbindings");
+    let mut b = binding("b");
+    b["spec"]["notInSchema"] = json!("x");
+    let (code, out) = t.client.post(&bp, &b);
+    assert_eq!(code, 201, "{out}");
+    assert!(out["spec"].get("notInSchema").is_none(), "{out}");
+    assert_eq!(out["spec"]["acr"]["environment"], "PublicCloud");
+    let (code, st) = t.client.post(
+        &bp,
+        &json!({"metadata": {"name": "c"}, "spec": {"serviceAccountName": "x"}}),
+    );
+    assert_eq!(code, 422, "{st}");
+    assert_eq!(st["reason"], "Invalid");
+    let (code, _) = t.client.post(
+        &bp,
+        &json!({"metadata": {"name": "d"}, "spec": {"acr": {"server": "r.azurecr.io", "scope": "s"},
+            "auth": {"managedIdentity": {"clientID": "c"}, "workloadIdentity": {"serviceAccountRef": "w"}},
+            "serviceAccountName": "x"}}),
+    );
+    assert_eq!(code, 422, "only one authentication type can be set");
+}

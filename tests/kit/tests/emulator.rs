@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{
-    ApiServer, ExpiredWatch, Fault, Matcher, Rule, ADMIN_USER, BINDINGS_V1BETA2,
+    ApiServer, ExpiredWatch, Fault, Matcher, Policies, Rule, ADMIN_USER, BINDINGS_V1BETA2,
 };
 use common::{eventually, rv, Client};
 use serde_json::{json, Value};
@@ -246,7 +246,10 @@ fn deleting_an_owner_garbage_collects_its_dependents() {
         .create(
             BINDINGS_V1BETA2,
             "ns",
-            json!({"metadata": {"name": "b"}, "spec": {}}),
+            json!({"metadata": {"name": "b"}, "spec": {
+                "acr": {"server": "r.azurecr.io", "scope": "repository:a:pull"},
+                "auth": {"managedIdentity": {"clientID": "c"}},
+                "serviceAccountName": "default"}}),
         )
         .unwrap();
     let owner = json!([{"apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
@@ -331,4 +334,119 @@ fn discovery_lists_installed_groups_only() {
     assert_eq!(c.with_token("bad").get("/api/v1").0, 401);
     let (code, jwks) = c.get("/openid/v1/jwks");
     assert_eq!((code, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
+}
+
+#[test]
+fn chart_admission_policies_judge_only_the_controller() {
+    let (api, c) = setup();
+    let ctl_user = "system:serviceaccount:acrpull:acrpull";
+    api.add_user("ctl", ctl_user);
+    api.add_admin(ctl_user);
+    api.set_admission_policies(Some(Policies {
+        controller_user: ctl_user.into(),
+        token_audience: "api://AzureCRTokenExchange".into(),
+    }));
+    let ctl = c.with_token("ctl");
+    let (code, st) = ctl.post(SECRETS, &secret("plain"));
+    assert_eq!(code, 403, "{st}");
+    assert!(st["message"]
+        .as_str()
+        .unwrap()
+        .contains("controller-secret-mutation-policy"));
+    assert_eq!(
+        c.post(SECRETS, &secret("plain")).0,
+        201,
+        "the admin is not judged"
+    );
+    let sa = eventually(Duration::from_secs(5), "the default ServiceAccount", || {
+        api.get("serviceaccounts", "ns", "default")
+    });
+    let mut foreign = sa.clone();
+    foreign["imagePullSecrets"] = json!([{"name": "someone-elses"}]);
+    assert_eq!(
+        ctl.put("/api/v1/namespaces/ns/serviceaccounts/default", &foreign)
+            .0,
+        403
+    );
+    let mut ours = sa;
+    ours["imagePullSecrets"] = json!([{"name": "acr-pull-b"}]);
+    assert_eq!(
+        ctl.put("/api/v1/namespaces/ns/serviceaccounts/default", &ours)
+            .0,
+        200
+    );
+    let token = "/api/v1/namespaces/ns/serviceaccounts/default/token";
+    assert_eq!(
+        ctl.post(token, &json!({"spec": {"audiences": ["other"]}}))
+            .0,
+        403
+    );
+    assert_eq!(
+        ctl.post(
+            token,
+            &json!({"spec": {"audiences": ["api://AzureCRTokenExchange"]}})
+        )
+        .0,
+        201
+    );
+}
+
+#[test]
+fn concurrent_watchers_see_every_write_once_and_in_order() {
+    let (api, c) = setup();
+    let from = api.resource_version();
+    let watchers: Vec<_> = (0..3)
+        .map(|_| {
+            let (_, w) = c.watch(&format!(
+                "{SECRETS}?watch=1&resourceVersion={from}&timeoutSeconds=30"
+            ));
+            let mut w = w.unwrap();
+            std::thread::spawn(move || {
+                let mut rvs = Vec::new();
+                while rvs.len() < 100 {
+                    let e = w.next_event().expect("the stream stays open");
+                    assert_eq!(e["type"], "ADDED");
+                    rvs.push(rv(&e["object"]).parse::<u64>().unwrap());
+                }
+                rvs
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let c = Client::new(&api.url(), api.ca_pem().as_bytes(), api.admin_token());
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    assert_eq!(c.post(SECRETS, &secret(&format!("w{t}-{i}"))).0, 201);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for w in watchers {
+        let rvs = w.join().unwrap();
+        assert!(rvs.windows(2).all(|p| p[0] < p[1]), "strictly increasing");
+    }
+}
+
+#[test]
+fn a_cut_watch_resumes_from_the_last_seen_version_without_loss() {
+    let (api, c) = setup();
+    let from = api.resource_version();
+    let (_, w) = c.watch(&format!(
+        "{SECRETS}?watch=1&resourceVersion={from}&timeoutSeconds=30"
+    ));
+    let mut w = w.unwrap();
+    c.post(SECRETS, &secret("a"));
+    let seen = rv(&w.next_event().unwrap()["object"]);
+    api.cut_watches();
+    assert!(w.next_event().is_none());
+    c.post(SECRETS, &secret("b"));
+    let (_, w) = c.watch(&format!(
+        "{SECRETS}?watch=1&resourceVersion={seen}&timeoutSeconds=30"
+    ));
+    let e = w.unwrap().next_event().unwrap();
+    assert_eq!(e["object"]["metadata"]["name"], "b");
 }

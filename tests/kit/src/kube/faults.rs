@@ -1,5 +1,6 @@
 //! Fault injection (fail, throttle, delay matching requests) and the request log tests assert on.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::status::ApiError;
@@ -171,6 +172,61 @@ pub struct LoggedRequest {
     pub code: u16,
 }
 
+/// How many entries the request log keeps; counters keep counting past it.
+const LOG_LIMIT: usize = 200_000;
+
+/// The request log: recent entries in order, plus totals that survive trimming (so a long
+/// benchmark's counts stay exact while memory stays bounded).
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    entries: VecDeque<LoggedRequest>,
+    by_verb_resource: HashMap<(String, String), usize>,
+    by_user: HashMap<String, usize>,
+}
+
+impl RequestLog {
+    /// Records one answered request.
+    pub fn push(&mut self, r: LoggedRequest) {
+        *self
+            .by_verb_resource
+            .entry((r.verb.clone(), r.resource.clone()))
+            .or_default() += 1;
+        *self.by_user.entry(r.user.clone()).or_default() += 1;
+        self.entries.push_back(r);
+        if self.entries.len() > LOG_LIMIT {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Forgets everything, totals included.
+    pub fn clear(&mut self) {
+        *self = RequestLog::default();
+    }
+
+    /// The retained entries, oldest first.
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        self.entries.iter().cloned().collect()
+    }
+
+    /// Requests with this verb on this plural resource, ever (since the last clear).
+    pub fn count(&self, verb: &str, resource: &str) -> usize {
+        self.by_verb_resource
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests by this user, ever (since the last clear).
+    pub fn count_by_user(&self, user: &str) -> usize {
+        self.by_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// Retained entries that match.
+    pub fn count_matching(&self, f: impl Fn(&LoggedRequest) -> bool) -> usize {
+        self.entries.iter().filter(|r| f(r)).count()
+    }
+}
+
 /// Active faults.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -244,6 +300,22 @@ mod tests {
             .filter(|_| f.judge(&req("get", "x")).error.is_some())
             .count();
         assert_eq!(failed, 5);
+    }
+
+    #[test]
+    fn log_totals_survive_clearing_only_by_clear() {
+        let mut log = RequestLog::default();
+        log.push(LoggedRequest {
+            user: "u".into(),
+            ..req("get", "secrets")
+        });
+        log.push(req("get", "secrets"));
+        assert_eq!(log.count("get", "secrets"), 2);
+        assert_eq!(log.count_by_user("u"), 1);
+        assert_eq!(log.count_matching(|r| r.user.is_empty()), 1);
+        log.clear();
+        assert_eq!(log.count("get", "secrets"), 0);
+        assert!(log.entries().is_empty());
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn collect_orphans(st: &mut State) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::resources::{BINDINGS_V1BETA2, SECRETS};
+    use crate::kube::resources::{BINDINGS_V1BETA1, SECRETS};
 
     #[test]
     fn dependents_of_a_deleted_owner_are_collected() {
@@ -124,7 +124,11 @@ mod tests {
         st.create(&NAMESPACES, "", json!({"metadata": {"name": "ns"}}))
             .unwrap();
         let b = st
-            .create(&BINDINGS_V1BETA2, "ns", json!({"metadata": {"name": "b"}}))
+            .create(
+                &BINDINGS_V1BETA1,
+                "ns",
+                json!({"metadata": {"name": "b"}, "spec": {"acrServer": "r.azurecr.io"}}),
+            )
             .unwrap();
         let owner = json!([{"apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
             "name": "b", "uid": b["metadata"]["uid"], "controller": true}]);
@@ -136,7 +140,7 @@ mod tests {
         .unwrap();
         collect_orphans(&mut st);
         assert!(st.get(&SECRETS, "ns", "s").is_some(), "owner still exists");
-        st.delete(&BINDINGS_V1BETA2, "ns", "b", &Preconditions::default())
+        st.delete(&BINDINGS_V1BETA1, "ns", "b", &Preconditions::default())
             .unwrap();
         collect_orphans(&mut st);
         assert!(st.get(&SECRETS, "ns", "s").is_none());

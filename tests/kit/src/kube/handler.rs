@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Attributes, Authz};
 use super::discovery;
-use super::faults::{Faults, LoggedRequest};
+use super::faults::{Faults, LoggedRequest, RequestLog};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -27,7 +27,7 @@ pub struct Inner {
     /// Injected faults.
     pub faults: Mutex<Faults>,
     /// Every request answered.
-    pub log: Mutex<Vec<LoggedRequest>>,
+    pub log: Mutex<RequestLog>,
     /// Every TokenRequest granted.
     pub tokens: Mutex<Vec<TokenRecord>>,
     /// Signs ServiceAccount tokens.
@@ -245,13 +245,19 @@ impl Api {
         if !self.0.store.lock().installed(route.rt) {
             return error_response(&ApiError::no_route());
         }
-        match self.dispatch(req, &route, &entry.verb) {
+        match self.dispatch(req, &route, &entry.verb, &user) {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         }
     }
 
-    fn dispatch(&self, req: &Request, r: &Route, verb: &str) -> Result<Response, ApiError> {
+    fn dispatch(
+        &self,
+        req: &Request,
+        r: &Route,
+        verb: &str,
+        user: &str,
+    ) -> Result<Response, ApiError> {
         let sub = r.sub.as_str();
         let status = match (sub, r.rt.custom) {
             ("", _) => false,
@@ -260,7 +266,7 @@ impl Api {
                 if verb != "create" {
                     return Err(ApiError::method_not_allowed(&req.method));
                 }
-                return self.token_request(req, r);
+                return self.token_request(req, r, user);
             }
             _ => return Err(ApiError::no_route()),
         };
@@ -268,6 +274,15 @@ impl Api {
             return Err(ApiError::no_route());
         }
         let store = &self.0.store;
+        // Admission needs the acting user; set it for the duration of each locked write.
+        let as_user = |f: &mut dyn FnMut(&mut super::store::State) -> Result<Value, ApiError>| {
+            store.write(|st| {
+                st.acting_user = user.to_string();
+                let out = f(st);
+                st.acting_user.clear();
+                out
+            })
+        };
         match verb {
             "get" => {
                 let st = store.lock();
@@ -280,12 +295,16 @@ impl Api {
             "watch" => self.watch(req, r),
             "create" if !status => {
                 let body = parse_body(req)?;
-                let obj = store.write(|st| st.create(r.rt, &r.ns, body))?;
+                let mut body = Some(body);
+                let obj = as_user(&mut |st| {
+                    let b = body.take().unwrap_or(Value::Null);
+                    st.create(r.rt, &r.ns, b)
+                })?;
                 Ok(Response::json(201, &obj))
             }
             "update" => {
                 let body = parse_body(req)?;
-                let obj = store.write(|st| st.update(r.rt, &r.ns, &r.name, body, status))?;
+                let obj = as_user(&mut |st| st.update(r.rt, &r.ns, &r.name, body.clone(), status))?;
                 Ok(Response::json(200, &obj))
             }
             "patch" => {
@@ -304,7 +323,7 @@ impl Api {
                     other => return Err(ApiError::unsupported_media_type(other)),
                 };
                 let body = parse_body(req)?;
-                let obj = store.write(|st| st.patch(r.rt, &r.ns, &r.name, kind, &body, status))?;
+                let obj = as_user(&mut |st| st.patch(r.rt, &r.ns, &r.name, kind, &body, status))?;
                 Ok(Response::json(200, &obj))
             }
             "delete" if !status => {
@@ -396,8 +415,9 @@ impl Api {
 
     fn watch(&self, req: &Request, r: &Route) -> Result<Response, ApiError> {
         let (labels, fields) = selectors(req)?;
+        // `timeoutSeconds=0` means "the server's default", as for an absent parameter.
         let timeout = match req.query_param("timeoutSeconds") {
-            None | Some("") => None,
+            None | Some("") | Some("0") => None,
             Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("timeoutSeconds: Invalid value: \"{t}\""))
             })?)),
@@ -422,8 +442,12 @@ impl Api {
         })
     }
 
-    fn token_request(&self, req: &Request, r: &Route) -> Result<Response, ApiError> {
+    fn token_request(&self, req: &Request, r: &Route, user: &str) -> Result<Response, ApiError> {
         let body = parse_body(req)?;
+        let policies = self.0.store.lock().policies.clone();
+        if let Some(p) = policies {
+            p.token_request(user, &r.ns, &r.name, &body)?;
+        }
         let (out, record) =
             token::request(&self.0.store.lock(), &self.0.signer, &r.ns, &r.name, &body)?;
         lock(&self.0.tokens).push(record);

@@ -97,6 +97,10 @@ pub struct State {
     pub bookmark_interval: Duration,
     /// How a too-old watch is refused.
     pub expired_watch: ExpiredWatch,
+    /// The chart's admission policies, when enabled.
+    pub policies: Option<super::admission::Policies>,
+    /// The user whose request is being applied (set by the handler for the write's duration).
+    pub acting_user: String,
 }
 
 /// The store: state plus the condition variable every watcher and background thread waits on.
@@ -301,6 +305,8 @@ impl State {
             default_sa_delay: Duration::from_millis(150),
             bookmark_interval: Duration::from_secs(3),
             expired_watch: ExpiredWatch::InStream,
+            policies: None,
+            acting_user: String::new(),
         }
     }
 
@@ -363,7 +369,7 @@ impl State {
     }
 
     /// Checks the namespace a namespaced write goes to: it must exist and not be terminating.
-    fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -375,7 +381,7 @@ impl State {
                 message: format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     rt.qualified(),
-                    ""
+                    name
                 ),
                 details: Some(json!({"kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
                 retry_after: None,
@@ -393,7 +399,19 @@ impl State {
         if std::ptr::eq(rt, &resources::EVENTS) {
             validate::event(obj)?;
         }
+        if rt.custom {
+            let name = meta_str(obj, "name").to_string();
+            super::crd::validate(rt, &name, obj)?;
+        }
         Ok(())
+    }
+
+    /// Runs the enabled admission policies on a write by the acting user.
+    fn admit(&self, rt: &ResourceType, old: Option<&Value>, new: &Value) -> Result<(), ApiError> {
+        match &self.policies {
+            Some(p) => p.write(&self.acting_user, rt, old, new),
+            None => Ok(()),
+        }
     }
 
     /// POST: creates an object.
@@ -424,8 +442,9 @@ impl State {
             }
         }
         // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
-        self.check_namespace(rt, ns)?;
+        self.check_namespace(rt, ns, meta_str(&obj, "name"))?;
         Self::validate(rt, &mut obj)?;
+        self.admit(rt, None, &obj)?;
         if !meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::rv_on_create());
         }
@@ -554,6 +573,9 @@ impl State {
         new["apiVersion"] = Value::String(rt.api_version());
         new["kind"] = Value::String(rt.kind.to_string());
         Self::validate(rt, &mut new)?;
+        if !status {
+            self.admit(rt, Some(&old), &new)?;
+        }
         if std::ptr::eq(rt, &resources::SECRETS) && new["type"] != old["type"] {
             let t = new["type"].as_str().unwrap_or("").to_string();
             return Err(ApiError::invalid_value(
@@ -864,7 +886,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::resources::{BINDINGS_V1BETA2, NAMESPACES, SECRETS, SERVICE_ACCOUNTS};
+    use crate::kube::resources::{BINDINGS_V1BETA1, NAMESPACES, SECRETS, SERVICE_ACCOUNTS};
 
     fn with_ns() -> State {
         let mut st = State::new();
@@ -940,9 +962,9 @@ mod tests {
         let mut st = with_ns();
         let b = st
             .create(
-                &BINDINGS_V1BETA2,
+                &BINDINGS_V1BETA1,
                 "ns",
-                json!({"metadata": {"name": "b"}, "spec": {"x": 1}, "status": {"s": 1}}),
+                json!({"metadata": {"name": "b"}, "spec": {"acrServer": "a.azurecr.io"}, "status": {"error": "e"}}),
             )
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 1);
@@ -950,13 +972,13 @@ mod tests {
         let mut labelled = b.clone();
         labelled["metadata"]["labels"] = json!({"l": "v"});
         let b = st
-            .update(&BINDINGS_V1BETA2, "ns", "b", labelled, false)
+            .update(&BINDINGS_V1BETA1, "ns", "b", labelled, false)
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 1);
         let mut respec = b.clone();
-        respec["spec"]["x"] = json!(2);
+        respec["spec"]["acrServer"] = json!("b.azurecr.io");
         let b = st
-            .update(&BINDINGS_V1BETA2, "ns", "b", respec, false)
+            .update(&BINDINGS_V1BETA1, "ns", "b", respec, false)
             .unwrap();
         assert_eq!(b["metadata"]["generation"], 2);
     }
