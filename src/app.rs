@@ -114,6 +114,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         client: client.clone(),
         tokens,
         metrics,
+        token_gate: Default::default(),
         store,
         plan: PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,

@@ -254,7 +254,7 @@ fn apply(feed: Feed, s: &mut Store, event: &WatchEvent) -> Vec<BindingKey> {
             s.restart_bindings(v, objs)
         }
         (Feed::Bindings(v), WatchEvent::Applied(obj)) => match s.apply_binding(v, obj) {
-            Ok(k) => vec![k],
+            Ok(k) => k.into_iter().collect(),
             Err(e) => {
                 log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}");
                 Vec::new()
@@ -333,6 +333,7 @@ impl Worker<'_> {
                 writes,
                 secret_written,
                 regarding,
+                token_retry_at,
             }) => {
                 log::debug!(
                     "{key}: reconciled in {:?} with {writes} writes",
@@ -342,15 +343,27 @@ impl Worker<'_> {
                     let jitter = REFRESH_JITTER.mul_f64(rng.next_f64());
                     self.queue.add_at(key.clone(), instant_at(at) + jitter);
                 }
-                match error {
-                    Some(err) => {
+                match (error, token_retry_at) {
+                    // A token failure: the token gate owns the retry time, so passes triggered
+                    // by unrelated events neither call Azure nor stretch the backoff.
+                    (Some(err), Some(at)) => {
+                        let at = at + Duration::from_millis(100).mul_f64(1.0 + rng.next_f64());
+                        log::info!(
+                            "{key}: {err}; retrying in {}s",
+                            at.saturating_duration_since(Instant::now()).as_secs()
+                        );
+                        self.queue.add_at(key.clone(), at);
+                        self.event(&regarding, classify(&err), &err);
+                        ReconcileResult::Error
+                    }
+                    (Some(err), None) => {
                         let delay = self.failed(key, rng.next_f64());
                         log::info!("{key}: {err}; retrying in {}s", delay.as_secs());
                         self.queue.add_after(key.clone(), delay);
                         self.event(&regarding, classify(&err), &err);
                         ReconcileResult::Error
                     }
-                    None => {
+                    (None, _) => {
                         self.succeeded(key);
                         if secret_written {
                             self.event(

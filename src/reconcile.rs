@@ -44,6 +44,8 @@ pub enum Outcome2 {
         secret_written: bool,
         /// The binding, for Events about it.
         regarding: Option<Regarding>,
+        /// When a failed token request may be retried (set only when the token failed).
+        token_retry_at: Option<std::time::Instant>,
     },
 }
 
@@ -101,6 +103,76 @@ pub struct Reconciler {
     pub acr_audience: bool,
     /// Write counters.
     pub metrics: Arc<Metrics>,
+    /// Recent token failures; see [`TokenGate`].
+    pub token_gate: TokenGate,
+}
+
+/// Keeps event-triggered passes from hammering Azure while a binding's token keeps failing.
+///
+/// Watch events (another binding patching the shared ServiceAccount, say) queue a failing binding
+/// long before its backoff expires. Such a pass still fixes what it can in Kubernetes, but for the
+/// same inputs it reuses the last token error instead of asking Azure again until the retry time.
+/// A changed input (a spec edit) is asked for at once.
+#[derive(Default)]
+pub struct TokenGate {
+    failures: Mutex<std::collections::HashMap<BindingKey, TokenFailure>>,
+}
+
+struct TokenFailure {
+    inputs_hash: String,
+    count: u32,
+    retry_at: std::time::Instant,
+    message: String,
+}
+
+impl TokenGate {
+    fn lock(&self) -> MutexGuard<'_, std::collections::HashMap<BindingKey, TokenFailure>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last error, if the same inputs failed and their retry time has not come.
+    fn blocked(&self, key: &BindingKey, inputs_hash: &str) -> Option<String> {
+        let g = self.lock();
+        let f = g.get(key)?;
+        (f.inputs_hash == inputs_hash && std::time::Instant::now() < f.retry_at)
+            .then(|| f.message.clone())
+    }
+
+    fn failed(&self, key: &BindingKey, inputs_hash: &str, message: &str) {
+        let mut g = self.lock();
+        let count = g
+            .get(key)
+            .filter(|f| f.inputs_hash == inputs_hash)
+            .map_or(0, |f| f.count.saturating_add(1));
+        // Three quarters of the worker's (jittered ±20 %) delay, so its scheduled retry always passes.
+        let delay = crate::schedule::FAILURE_BASE
+            .saturating_mul(1u32 << count.min(16))
+            .min(crate::schedule::FAILURE_CAP)
+            .mul_f64(0.75);
+        g.insert(
+            key.clone(),
+            TokenFailure {
+                inputs_hash: inputs_hash.to_string(),
+                count,
+                retry_at: std::time::Instant::now() + delay,
+                message: message.to_string(),
+            },
+        );
+    }
+
+    fn succeeded(&self, key: &BindingKey) {
+        self.lock().remove(key);
+    }
+
+    /// When the failing token of `key` may be asked for again.
+    fn retry_at(&self, key: &BindingKey) -> Option<std::time::Instant> {
+        self.lock().get(key).map(|f| f.retry_at)
+    }
+
+    /// Drops what is known about a deleted binding.
+    pub fn forget(&self, key: &BindingKey) {
+        self.lock().remove(key);
+    }
 }
 
 fn resource(version: ApiVersion) -> Resource {
@@ -141,7 +213,10 @@ impl Reconciler {
         for _ in 0..MAX_ATTEMPTS {
             let observation = self.store().observe(key);
             let obs = match observation {
-                None => return Ok(Outcome2::Gone),
+                None => {
+                    self.token_gate.forget(key);
+                    return Ok(Outcome2::Gone);
+                }
                 Some(Observation::NeedServiceAccount { namespace, name }) => {
                     self.fetch_service_account(&namespace, &name)?;
                     continue;
@@ -151,7 +226,17 @@ impl Reconciler {
             let now = OffsetDateTime::now_utc();
             let outcome = match plan::plan(&obs, &self.plan, now, minted.as_ref()) {
                 Outcome::NeedToken(need) => {
-                    let m = self.mint(&need);
+                    let m = match self.token_gate.blocked(key, &need.inputs_hash) {
+                        Some(message) => Minted::Err(message),
+                        None => {
+                            let m = self.mint(&need);
+                            match &m {
+                                Minted::Ok(_) => self.token_gate.succeeded(key),
+                                Minted::Err(e) => self.token_gate.failed(key, &need.inputs_hash, e),
+                            }
+                            m
+                        }
+                    };
                     let o = plan::plan(&obs, &self.plan, now, Some(&m));
                     minted = Some(m);
                     o
@@ -195,12 +280,17 @@ impl Reconciler {
                 uid: m.uid.clone(),
                 resource_version: rv,
             };
+            let token_retry_at = match &minted {
+                Some(Minted::Err(_)) => self.token_gate.retry_at(key),
+                _ => None,
+            };
             return Ok(Outcome2::Done {
                 error: p.error,
                 refresh_at: p.refresh_at,
                 writes: writes_made,
                 secret_written,
                 regarding: Some(regarding),
+                token_retry_at,
             });
         }
         Err(ReconcileError::TooManyConflicts)

@@ -76,11 +76,13 @@ fn ns_name(obj: &Value) -> Option<NsName> {
 }
 
 /// Resource versions are opaque, but every API server issues increasing integers; when both parse,
-/// an older one never replaces a newer one (a watch event can trail our own write's response).
-fn is_older(candidate: &str, current: &str) -> bool {
+/// an event no newer than what we hold changes nothing. That is how the echo of our own write (whose
+/// response the store already holds) is told apart from someone else's change: it must not queue the
+/// binding again, or every failing pass would trigger the next one at once.
+fn is_not_newer(candidate: &str, current: &str) -> bool {
     match (candidate.parse::<u64>(), current.parse::<u64>()) {
-        (Ok(a), Ok(b)) => a < b,
-        _ => false,
+        (Ok(a), Ok(b)) => a <= b,
+        _ => candidate == current,
     }
 }
 
@@ -158,23 +160,24 @@ impl Store {
 
     // ---- bindings ----
 
-    /// Records a binding as the API server returned it; `None` if it cannot be decoded at all.
+    /// Records a binding as the API server returned it. `Ok(None)` when it changes nothing we hold
+    /// (an echo of our own write, or a stale event); an error if it cannot be decoded at all.
     pub fn apply_binding(
         &mut self,
         version: ApiVersion,
         obj: &Value,
-    ) -> Result<BindingKey, crate::binding::DecodeError> {
+    ) -> Result<Option<BindingKey>, crate::binding::DecodeError> {
         let b = Binding::decode(version, obj, &self.defaults)?;
         let key = Self::key_of(&b);
         if let Some(old) = self.bindings.get(&key) {
             if old.meta.uid == b.meta.uid
-                && is_older(&b.meta.resource_version, &old.meta.resource_version)
+                && is_not_newer(&b.meta.resource_version, &old.meta.resource_version)
             {
-                return Ok(key);
+                return Ok(None);
             }
         }
         self.bindings.insert(key.clone(), b);
-        Ok(key)
+        Ok(Some(key))
     }
 
     /// Forgets a deleted binding.
@@ -202,9 +205,7 @@ impl Store {
         let mut keys = BTreeSet::new();
         for obj in objs {
             match self.apply_binding(version, obj) {
-                Ok(k) => {
-                    keys.insert(k);
-                }
+                Ok(k) => keys.extend(k),
                 Err(e) => log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}"),
             }
         }
@@ -251,8 +252,8 @@ impl Store {
         let (Some(id), Some(s)) = (ns_name(obj), SecretObs::from_object(obj)) else {
             return Vec::new();
         };
-        if let Some(old) = self.secrets.get(&id) {
-            if old.uid == s.uid && is_older(&s.resource_version, &old.resource_version) {
+        if let Some(old) = self.secrets.get(&id).or_else(|| self.unlabelled.get(&id)) {
+            if old.uid == s.uid && is_not_newer(&s.resource_version, &old.resource_version) {
                 return Vec::new();
             }
         }
@@ -338,7 +339,7 @@ impl Store {
         };
         self.absent_sas.remove(&id);
         if let Some(old) = self.sas.get(&id) {
-            if is_older(&sa.resource_version, &old.resource_version) {
+            if is_not_newer(&sa.resource_version, &old.resource_version) {
                 return Vec::new();
             }
         }
@@ -552,6 +553,27 @@ mod tests {
             .get(&("ns".to_string(), "acr-pull-b".to_string()))
             .unwrap();
         assert_eq!(kept.resource_version, "9");
+    }
+
+    #[test]
+    fn echo_of_our_own_write_queues_nothing() {
+        let mut s = Store::default();
+        let k = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "4"))
+            .unwrap();
+        assert_eq!(k, Some(key("ns", "b")));
+        let echo = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "4"))
+            .unwrap();
+        assert_eq!(echo, None);
+        s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "7"));
+        assert!(s
+            .apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "7"))
+            .is_empty());
+        let newer = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "9"))
+            .unwrap();
+        assert_eq!(newer, Some(key("ns", "b")));
     }
 
     #[test]
