@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controller;
 pub mod hash;
 pub mod kube;
+pub mod leader;
 pub mod logging;
 pub mod names;
 pub mod plan;

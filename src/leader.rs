@@ -1,0 +1,836 @@
+//! Lease-based leader election (`--leader-elect`): one replica at a time holds a `coordination.k8s.io/v1` Lease.
+//!
+//! The semantics are client-go's `leaderelection`, written as a synchronous state machine:
+//!
+//! - **Acquire**: GET the Lease; 404 → CREATE it. A Lease held by another identity is left alone until
+//!   `leaseDurationSeconds` has passed *on our monotonic clock since we last saw its record change*, never by
+//!   comparing its remote timestamps, so clock skew between nodes cannot hand the Lease over early. An expired
+//!   or released (empty holder) Lease is taken with a PUT carrying the observed resourceVersion; 409 means
+//!   another replica won the race.
+//! - **Renew**: every retry period, the same PUT. If no renew succeeds within the renew deadline, leadership
+//!   is lost at once, before the lease duration could let another replica take over.
+//! - **Stop writing in time**: [`ElectorHandle::is_leader`] is true only until `lease_valid_until` (the *send*
+//!   time of the last successful renew plus the renew deadline). It turns false by the clock alone, even if
+//!   the elector thread is stuck in a slow request, so a controller that checks it before every write never
+//!   writes after another replica could have taken the Lease.
+//! - **Lost leadership is final**: like controller-runtime, which exits the process, the elector thread
+//!   ends and calls [`Hooks::on_lost`]; the caller is expected to exit (non-zero) from it. It never re-acquires.
+//! - **Release** on SIGTERM ([`ElectorHandle::release_and_stop`]): if we lead, PUT an empty holder with a
+//!   1 s duration, so the other replica takes over at its next retry instead of after the lease duration.
+
+use crate::kube::backoff::Rng;
+use crate::kube::clock::{Clock, SystemClock};
+use crate::kube::{Client, Error as KubeError, Resource};
+use serde_json::{json, Map, Value};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use time::{OffsetDateTime, UtcOffset};
+
+/// The Lease name upstream msi-acrpull uses; keeping it means old and new replicas never both lead during a swap.
+pub const DEFAULT_LEASE_NAME: &str = "aks.azure.com";
+/// controller-runtime's default: how long a Lease stays valid after its last renewal.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+/// controller-runtime's default: a leader that has not renewed for this long steps down.
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// controller-runtime's default: the wait between two acquire or renew attempts.
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// client-go's `JitterFactor`: a follower waits up to 2.2 × the retry period, so replicas do not retry in step.
+const FOLLOWER_JITTER: f64 = 1.2;
+/// How often [`ElectorHandle::wait_until_leader`] looks at the caller's stop flag, which cannot notify.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Where the Lease lives, who we are, and the election timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderConfig {
+    /// The Lease's namespace: `--leader-election-namespace`, else the controller's own namespace.
+    pub namespace: String,
+    /// The Lease's name. Defaults to [`DEFAULT_LEASE_NAME`] (`--leader-election-id`).
+    pub name: String,
+    /// This process's holder identity; unique per process (see [`identity_from_env`]).
+    pub identity: String,
+    /// Written as `leaseDurationSeconds` (whole seconds, at least 1). Defaults to 15 s.
+    pub lease_duration: Duration,
+    /// A leader that cannot renew for this long stops leading. Defaults to 10 s.
+    pub renew_deadline: Duration,
+    /// Wait between attempts. Defaults to 2 s.
+    pub retry_period: Duration,
+}
+
+impl LeaderConfig {
+    /// A config for the Lease `namespace/name`, held as `identity`, with every timing at its default.
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
+        LeaderConfig {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration: DEFAULT_LEASE_DURATION,
+            renew_deadline: DEFAULT_RENEW_DEADLINE,
+            retry_period: DEFAULT_RETRY_PERIOD,
+        }
+    }
+
+    /// Checks the names are set and the timings leave room to renew (client-go's rules, on whole lease seconds).
+    pub fn validate(&self) -> Result<(), Error> {
+        for (field, value) in [
+            ("namespace", &self.namespace),
+            ("name", &self.name),
+            ("identity", &self.identity),
+        ] {
+            if value.is_empty() {
+                return Err(Error::Empty { field });
+            }
+        }
+        let lease = Duration::from_secs(self.lease_duration.as_secs());
+        let retry_jittered = self.retry_period.mul_f64(FOLLOWER_JITTER);
+        if self.retry_period.is_zero()
+            || self.renew_deadline >= lease
+            || retry_jittered >= self.renew_deadline
+        {
+            return Err(Error::Timing);
+        }
+        Ok(())
+    }
+
+    fn lease_duration_secs(&self) -> i64 {
+        i64::try_from(self.lease_duration.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Leader election could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The namespace, name or identity is empty.
+    Empty {
+        /// Which of the three.
+        field: &'static str,
+    },
+    /// The timings leave no room: they must satisfy lease duration > renew deadline > 1.2 × retry period > 0.
+    Timing,
+    /// The elector thread could not be spawned.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Empty { field } => write!(f, "leader election {field} is empty"),
+            Error::Timing => write!(
+                f,
+                "leader election needs lease duration > renew deadline > 1.2 x retry period > 0"
+            ),
+            Error::Spawn(e) => write!(f, "cannot start the leader elector: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The holder identity: `POD_NAME` (Downward API) when set, else `<hostname>_<8 random hex digits>`.
+///
+/// The suffix keeps two processes on one host (or two containers sharing a hostname) distinct.
+pub fn identity_from_env(
+    pod_name: Option<String>,
+    hostname: Option<String>,
+    rng: &mut Rng,
+) -> String {
+    if let Some(pod) = pod_name
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+    {
+        return pod;
+    }
+    let host = hostname
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "acrpull".to_string());
+    format!("{host}_{:08x}", rng.next_u64() >> 32)
+}
+
+/// The hostname from `/proc/sys/kernel/hostname`, else `/etc/hostname`; `None` if neither is readable.
+pub fn read_hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+}
+
+/// The Lease namespace: `--leader-election-namespace` if given, else the controller's own namespace.
+pub fn lease_namespace(flag: Option<&str>, own_namespace: Option<&str>) -> Option<String> {
+    flag.filter(|n| !n.is_empty())
+        .or(own_namespace.filter(|n| !n.is_empty()))
+        .map(str::to_string)
+}
+
+/// A Kubernetes MicroTime, `2006-01-02T15:04:05.000000Z` (RFC 3339, microseconds, UTC).
+pub fn format_micro_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// The election fields of a Lease's `spec` (client-go's `LeaderElectionRecord`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Record {
+    holder: String,
+    lease_duration_secs: i64,
+    acquire_time: Option<String>,
+    renew_time: Option<String>,
+    transitions: i64,
+}
+
+impl Record {
+    fn from_spec(spec: &Value) -> Record {
+        let text = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_string);
+        let int = |k: &str| spec.get(k).and_then(Value::as_i64).unwrap_or(0);
+        Record {
+            holder: text("holderIdentity").unwrap_or_default(),
+            lease_duration_secs: int("leaseDurationSeconds"),
+            acquire_time: text("acquireTime"),
+            renew_time: text("renewTime"),
+            transitions: int("leaseTransitions"),
+        }
+    }
+
+    /// Writes the record over `spec`, keeping any other fields (e.g. `strategy`) as they are.
+    fn write_into(&self, spec: &mut Map<String, Value>) {
+        spec.insert("holderIdentity".into(), self.holder.clone().into());
+        spec.insert(
+            "leaseDurationSeconds".into(),
+            self.lease_duration_secs.into(),
+        );
+        for (key, value) in [
+            ("acquireTime", &self.acquire_time),
+            ("renewTime", &self.renew_time),
+        ] {
+            match value {
+                Some(t) => spec.insert(key.into(), t.clone().into()),
+                None => spec.remove(key),
+            };
+        }
+        spec.insert("leaseTransitions".into(), self.transitions.into());
+    }
+}
+
+/// A Lease as last read or written: its record, its resourceVersion, and the whole object for the next PUT.
+#[derive(Debug, Clone, PartialEq)]
+struct Lease {
+    record: Record,
+    resource_version: String,
+    object: Value,
+}
+
+impl Lease {
+    fn from_object(object: Value) -> Lease {
+        Lease {
+            record: Record::from_spec(&object["spec"]),
+            resource_version: object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            object,
+        }
+    }
+}
+
+/// The three Lease calls the election makes; the real one talks to the API server, tests keep it in memory.
+trait LeaseApi {
+    /// The Lease, or `None` if it does not exist.
+    fn get(&self) -> Result<Option<Lease>, KubeError>;
+    /// Creates the Lease (409 AlreadyExists if another replica was first).
+    fn create(&self, record: &Record) -> Result<Lease, KubeError>;
+    /// Replaces `prev`'s record, conditional on `prev`'s resourceVersion (409 if it changed).
+    fn update(&self, prev: &Lease, record: &Record) -> Result<Lease, KubeError>;
+}
+
+/// [`LeaseApi`] over the Kubernetes client.
+struct KubeLeases {
+    client: Client,
+    namespace: String,
+    name: String,
+}
+
+impl KubeLeases {
+    fn path(&self, name: Option<&str>) -> String {
+        Resource::LEASES.path(Some(&self.namespace), name, None)
+    }
+}
+
+impl LeaseApi for KubeLeases {
+    fn get(&self) -> Result<Option<Lease>, KubeError> {
+        match self.client.get(&self.path(Some(&self.name))) {
+            Ok(v) => Ok(Some(Lease::from_object(v))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create(&self, record: &Record) -> Result<Lease, KubeError> {
+        let mut spec = Map::new();
+        record.write_into(&mut spec);
+        let body = json!({
+            "apiVersion": Resource::LEASES.api_version(),
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
+        });
+        self.client
+            .create(&self.path(None), &body)
+            .map(Lease::from_object)
+    }
+
+    fn update(&self, prev: &Lease, record: &Record) -> Result<Lease, KubeError> {
+        let mut body = prev.object.clone();
+        if !body.is_object() {
+            body = json!({});
+        }
+        body["apiVersion"] = Resource::LEASES.api_version().into();
+        body["kind"] = "Lease".into();
+        if !body["metadata"].is_object() {
+            body["metadata"] = json!({"name": self.name, "namespace": self.namespace});
+        }
+        body["metadata"]["resourceVersion"] = prev.resource_version.clone().into();
+        if !body["spec"].is_object() {
+            body["spec"] = json!({});
+        }
+        if let Some(spec) = body["spec"].as_object_mut() {
+            record.write_into(spec);
+        }
+        self.client
+            .replace(&self.path(Some(&self.name)), &body)
+            .map(Lease::from_object)
+    }
+}
+
+/// The last Lease seen, and when (on our clock) its record last changed.
+#[derive(Debug, Clone)]
+struct Observed {
+    lease: Lease,
+    record_seen_at: Instant,
+}
+
+/// What one look at the Lease means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// Another identity holds it and, by our clock, it has not expired.
+    Follow { holder: String },
+    /// It is released or expired: take it over.
+    Take,
+    /// It is ours: renew it.
+    Renew,
+}
+
+/// The pure acquire rule: expiry is `record_seen_at + leaseDurationSeconds`, measured on our clock.
+fn decide(observed: &Observed, me: &str, now: Instant) -> Decision {
+    let record = &observed.lease.record;
+    if record.holder == me {
+        return Decision::Renew;
+    }
+    if record.holder.is_empty() {
+        return Decision::Take;
+    }
+    let secs = u64::try_from(record.lease_duration_secs).unwrap_or(0);
+    let expires = observed.record_seen_at + Duration::from_secs(secs);
+    if now < expires {
+        Decision::Follow {
+            holder: record.holder.clone(),
+        }
+    } else {
+        Decision::Take
+    }
+}
+
+/// The record we write to take, renew or create the Lease at wall time `wall`.
+fn next_record(prev: Option<&Record>, cfg: &LeaderConfig, wall: OffsetDateTime) -> Record {
+    let now = Some(format_micro_time(wall));
+    let mut record = Record {
+        holder: cfg.identity.clone(),
+        lease_duration_secs: cfg.lease_duration_secs(),
+        acquire_time: now.clone(),
+        renew_time: now,
+        transitions: 0,
+    };
+    if let Some(prev) = prev {
+        if prev.holder == cfg.identity {
+            record.acquire_time = prev.acquire_time.clone().or(record.acquire_time);
+            record.transitions = prev.transitions;
+        } else {
+            record.transitions = prev.transitions.saturating_add(1);
+        }
+    }
+    record
+}
+
+/// The record that releases a Lease we hold: no holder, a 1 s duration, the transition count kept.
+fn release_record(prev: &Record, wall: OffsetDateTime) -> Record {
+    let now = Some(format_micro_time(wall));
+    Record {
+        holder: String::new(),
+        lease_duration_secs: 1,
+        acquire_time: now.clone(),
+        renew_time: now,
+        transitions: prev.transitions,
+    }
+}
+
+/// Where one step left us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// We hold the Lease; we may write until `valid_until`.
+    Leading { valid_until: Instant },
+    /// Someone else holds it, or we could not take it.
+    Following,
+    /// We led and could not renew in time, or saw another holder. Final.
+    Lost,
+}
+
+/// The result of one acquire-or-renew attempt.
+enum Attempt {
+    /// Our write succeeded.
+    Held,
+    /// The Lease is validly held by `holder`.
+    HeldBy(String),
+    /// The API server failed or we lost a race (409); the cause is already logged.
+    Failed,
+}
+
+/// The election state machine; the elector thread calls [`Machine::step`] once per retry period.
+struct Machine {
+    cfg: LeaderConfig,
+    observed: Option<Observed>,
+    /// While leading: when the last successful acquire/renew request was *sent*. Others cannot have seen our
+    /// write before then, so `renewed_at + renew_deadline` is before any replica may take the Lease.
+    renewed_at: Option<Instant>,
+}
+
+impl Machine {
+    fn new(cfg: LeaderConfig) -> Machine {
+        Machine {
+            cfg,
+            observed: None,
+            renewed_at: None,
+        }
+    }
+
+    fn leading(&self) -> bool {
+        self.renewed_at.is_some()
+    }
+
+    fn step(&mut self, api: &dyn LeaseApi, clock: &dyn Clock, wall: OffsetDateTime) -> Outcome {
+        let started = clock.now();
+        if let Some(at) = self.renewed_at {
+            // Past the deadline another replica may be about to take over: do not even try.
+            if started >= at + self.cfg.renew_deadline {
+                return self.lose("no renewal succeeded within the renew deadline");
+            }
+        }
+        match self.try_acquire_or_renew(api, started, wall) {
+            Attempt::Held => {
+                if !self.leading() {
+                    log::info!(
+                        "acquired lease {}/{} as {}",
+                        self.cfg.namespace,
+                        self.cfg.name,
+                        self.cfg.identity
+                    );
+                }
+                self.renewed_at = Some(started);
+                Outcome::Leading {
+                    valid_until: started + self.cfg.renew_deadline,
+                }
+            }
+            Attempt::HeldBy(holder) if self.leading() => {
+                log::error!("lease taken over by {holder}");
+                self.lose("another replica holds the lease")
+            }
+            Attempt::HeldBy(_) | Attempt::Failed => match self.renewed_at {
+                None => Outcome::Following,
+                Some(at) if clock.now() >= at + self.cfg.renew_deadline => {
+                    self.lose("no renewal succeeded within the renew deadline")
+                }
+                Some(at) => Outcome::Leading {
+                    valid_until: at + self.cfg.renew_deadline,
+                },
+            },
+        }
+    }
+
+    fn lose(&mut self, why: &str) -> Outcome {
+        log::error!(
+            "lost leadership of lease {}/{}: {why}",
+            self.cfg.namespace,
+            self.cfg.name
+        );
+        self.renewed_at = None;
+        Outcome::Lost
+    }
+
+    /// client-go's `tryAcquireOrRenew`: read, decide, write with the observed resourceVersion.
+    fn try_acquire_or_renew(
+        &mut self,
+        api: &dyn LeaseApi,
+        now: Instant,
+        wall: OffsetDateTime,
+    ) -> Attempt {
+        let current = match api.get() {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                return match api.create(&next_record(None, &self.cfg, wall)) {
+                    Ok(lease) => self.wrote(lease, now),
+                    Err(e) => failed("create", &e),
+                }
+            }
+            Err(e) => return failed("get", &e),
+        };
+        self.observe(current, now);
+        let observed = self
+            .observed
+            .as_ref()
+            .expect("observe just stored the lease");
+        match decide(observed, &self.cfg.identity, now) {
+            Decision::Follow { holder } => {
+                log::debug!(
+                    "lease {}/{} is held by {holder}",
+                    self.cfg.namespace,
+                    self.cfg.name
+                );
+                Attempt::HeldBy(holder)
+            }
+            Decision::Take | Decision::Renew => {
+                let record = next_record(Some(&observed.lease.record), &self.cfg, wall);
+                match api.update(&observed.lease, &record) {
+                    Ok(lease) => self.wrote(lease, now),
+                    Err(e) => failed("update", &e),
+                }
+            }
+        }
+    }
+
+    /// Remembers the Lease; the expiry clock restarts only when its record differs from the last one seen.
+    fn observe(&mut self, lease: Lease, now: Instant) {
+        let record_seen_at = match &self.observed {
+            Some(o) if o.lease.record == lease.record => o.record_seen_at,
+            _ => now,
+        };
+        self.observed = Some(Observed {
+            lease,
+            record_seen_at,
+        });
+    }
+
+    fn wrote(&mut self, lease: Lease, now: Instant) -> Attempt {
+        self.observed = Some(Observed {
+            lease,
+            record_seen_at: now,
+        });
+        Attempt::Held
+    }
+
+    /// Hands the Lease back if we lead; `Ok(false)` if there was nothing to release.
+    fn release(&mut self, api: &dyn LeaseApi, wall: OffsetDateTime) -> Result<bool, KubeError> {
+        let was_leading = self.renewed_at.take().is_some();
+        let Some(observed) = self.observed.as_ref().filter(|_| was_leading) else {
+            return Ok(false);
+        };
+        if observed.lease.record.holder != self.cfg.identity {
+            return Ok(false);
+        }
+        let record = release_record(&observed.lease.record, wall);
+        api.update(&observed.lease, &record)?;
+        self.observed = None;
+        Ok(true)
+    }
+}
+
+fn failed(verb: &str, e: &KubeError) -> Attempt {
+    if e.is_conflict() || e.is_already_exists() {
+        log::debug!("lease {verb} lost a race: {e}");
+    } else {
+        log::warn!("lease {verb} failed: {e}");
+    }
+    Attempt::Failed
+}
+
+/// Callbacks from the elector thread.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called with `true` on becoming leader and `false` on ceasing to lead (e.g. `leader_election_master_status`).
+    pub on_status: Option<Box<dyn Fn(bool) + Send>>,
+    /// Called once when leadership is lost (not when released). The caller should exit the process, as
+    /// controller-runtime does; the elector never tries to lead again.
+    pub on_lost: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_status", &self.on_status.is_some())
+            .field("on_lost", &self.on_lost.is_some())
+            .finish()
+    }
+}
+
+/// What the elector thread shares with its handle.
+#[derive(Debug, Default)]
+struct Status {
+    /// While leading: until when writes are safe.
+    valid_until: Option<Instant>,
+    /// Leadership was lost (final).
+    lost: bool,
+    /// The handle asked the thread to release and stop.
+    stopping: bool,
+    /// The thread has ended.
+    finished: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    status: Mutex<Status>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+}
+
+/// Starts leader election.
+#[derive(Debug)]
+pub struct Elector;
+
+impl Elector {
+    /// Validates `cfg` and starts the elector thread on the real clock.
+    ///
+    /// Give it a client whose request timeout is at most the renew deadline, so a hung request cannot
+    /// delay noticing lost leadership (writes stop on time regardless: see [`ElectorHandle::is_leader`]).
+    pub fn start(client: Client, cfg: LeaderConfig, hooks: Hooks) -> Result<ElectorHandle, Error> {
+        Self::start_with_clock(client, cfg, hooks, Arc::new(SystemClock))
+    }
+
+    /// As [`Elector::start`], with an injected monotonic clock.
+    pub fn start_with_clock(
+        client: Client,
+        cfg: LeaderConfig,
+        hooks: Hooks,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ElectorHandle, Error> {
+        let api = KubeLeases {
+            client,
+            namespace: cfg.namespace.clone(),
+            name: cfg.name.clone(),
+        };
+        start_with(Box::new(api), cfg, hooks, clock)
+    }
+}
+
+fn start_with(
+    api: Box<dyn LeaseApi + Send>,
+    cfg: LeaderConfig,
+    hooks: Hooks,
+    clock: Arc<dyn Clock>,
+) -> Result<ElectorHandle, Error> {
+    cfg.validate()?;
+    let shared = Arc::new(Shared::default());
+    let identity = cfg.identity.clone();
+    let thread_shared = Arc::clone(&shared);
+    let thread_clock = Arc::clone(&clock);
+    std::thread::Builder::new()
+        .name("leader-elector".into())
+        .spawn(move || {
+            run(
+                Machine::new(cfg),
+                api,
+                &thread_shared,
+                &*thread_clock,
+                hooks,
+            )
+        })
+        .map_err(Error::Spawn)?;
+    Ok(ElectorHandle {
+        shared,
+        clock,
+        identity,
+    })
+}
+
+/// The elector thread: step, publish, wait; on stop, release if leading.
+fn run(
+    mut machine: Machine,
+    api: Box<dyn LeaseApi + Send>,
+    shared: &Shared,
+    clock: &dyn Clock,
+    mut hooks: Hooks,
+) {
+    let mut rng = Rng::from_entropy();
+    let mut was_leading = false;
+    let on_lost = hooks.on_lost.take();
+    let status = |leading: bool| {
+        if let Some(f) = &hooks.on_status {
+            f(leading);
+        }
+    };
+    while !shared.lock().stopping {
+        let outcome = machine.step(&*api, clock, OffsetDateTime::now_utc());
+        let wait = match outcome {
+            Outcome::Leading { valid_until } => {
+                shared.update(|s| s.valid_until = Some(valid_until));
+                if !was_leading {
+                    was_leading = true;
+                    status(true);
+                }
+                // Wake at the deadline at the latest, so loss is declared the moment it happens.
+                machine
+                    .cfg
+                    .retry_period
+                    .min(valid_until.saturating_duration_since(clock.now()))
+            }
+            Outcome::Following => machine
+                .cfg
+                .retry_period
+                .mul_f64(1.0 + FOLLOWER_JITTER * rng.next_f64()),
+            Outcome::Lost => {
+                shared.update(|s| {
+                    s.valid_until = None;
+                    s.lost = true;
+                    s.finished = true;
+                });
+                status(false);
+                if let Some(f) = on_lost {
+                    f();
+                }
+                return;
+            }
+        };
+        let guard = shared.lock();
+        if !guard.stopping {
+            drop(
+                shared
+                    .changed
+                    .wait_timeout_while(guard, wait, |s| !s.stopping)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+    }
+    // Stop writing before the Lease can pass to anyone else.
+    shared.update(|s| s.valid_until = None);
+    if was_leading {
+        status(false);
+    }
+    match machine.release(&*api, OffsetDateTime::now_utc()) {
+        Ok(true) => log::info!(
+            "released lease {}/{}",
+            machine.cfg.namespace,
+            machine.cfg.name
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("lease release failed (it will expire instead): {e}"),
+    }
+    shared.update(|s| s.finished = true);
+}
+
+/// The controller's view of the election. Dropping it stops the elector (releasing in the background).
+pub struct ElectorHandle {
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    identity: String,
+}
+
+impl fmt::Debug for ElectorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElectorHandle")
+            .field("identity", &self.identity)
+            .field("leading", &self.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElectorHandle {
+    /// Whether we lead *now*: check before every write. Turns false at [`Self::lease_valid_until`] by the
+    /// clock alone, even if the elector thread is stuck, so no write happens after the Lease could pass on.
+    pub fn is_leader(&self) -> bool {
+        self.lease_valid_until()
+            .is_some_and(|until| self.clock.now() < until)
+    }
+
+    /// While leading: the end of the window in which writes are safe (last renew sent + renew deadline).
+    pub fn lease_valid_until(&self) -> Option<Instant> {
+        self.shared.lock().valid_until
+    }
+
+    /// Whether leadership was lost (final; the process should exit).
+    pub fn has_lost(&self) -> bool {
+        self.shared.lock().lost
+    }
+
+    /// This process's holder identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Blocks until we lead (`true`), or until `stop` is set or the elector ends (`false`).
+    pub fn wait_until_leader(&self, stop: &AtomicBool) -> bool {
+        let mut status = self.shared.lock();
+        loop {
+            if status.valid_until.is_some_and(|u| self.clock.now() < u) {
+                return true;
+            }
+            if stop.load(Ordering::Relaxed) || status.finished || status.lost {
+                return false;
+            }
+            status = self
+                .shared
+                .changed
+                .wait_timeout(status, STOP_POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops leading at once and releases the Lease if we hold it, waiting at most `timeout` for the
+    /// release request; returns whether the elector finished in time. Call after the workers have stopped.
+    pub fn release_and_stop(self, timeout: Duration) -> bool {
+        self.shared.update(|s| s.stopping = true);
+        let status = self.shared.lock();
+        let (status, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(status, timeout, |s| !s.finished)
+            .unwrap_or_else(|p| p.into_inner());
+        status.finished
+    }
+}
+
+impl Drop for ElectorHandle {
+    fn drop(&mut self) {
+        self.shared.update(|s| s.stopping = true);
+    }
+}
