@@ -834,3 +834,732 @@ impl Drop for ElectorHandle {
         self.shared.update(|s| s.stopping = true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::auth::Auth;
+    use crate::kube::client::tests::{client, serve, Canned};
+    use crate::kube::clock::FakeClock;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use time::macros::datetime;
+
+    const WALL: OffsetDateTime = datetime!(2026-01-02 03:04:05.123456 UTC);
+
+    /// An in-memory Lease with resourceVersion checks, a failure switch and a one-shot lost race.
+    #[derive(Default)]
+    struct MemLeases {
+        state: Mutex<MemState>,
+    }
+
+    #[derive(Default)]
+    struct MemState {
+        lease: Option<Lease>,
+        next_rv: u64,
+        down: bool,
+        race_next_update: bool,
+        calls: usize,
+    }
+
+    fn status(code: u16, reason: &str) -> KubeError {
+        KubeError::from_status(code, &json!({"reason": reason}))
+    }
+
+    impl MemLeases {
+        fn lock(&self) -> MutexGuard<'_, MemState> {
+            self.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Stores `record` as a fresh version, as any writer would.
+        fn put(&self, record: &Record) -> Lease {
+            let mut s = self.lock();
+            s.next_rv += 1;
+            let mut spec = Map::new();
+            record.write_into(&mut spec);
+            let lease = Lease::from_object(json!({
+                "metadata": {"name": "aks.azure.com", "resourceVersion": s.next_rv.to_string()},
+                "spec": spec,
+            }));
+            s.lease = Some(lease.clone());
+            lease
+        }
+
+        fn held_by(&self, holder: &str) -> Lease {
+            self.put(&Record {
+                holder: holder.into(),
+                lease_duration_secs: 15,
+                renew_time: Some("2000-01-01T00:00:00.000000Z".into()),
+                ..Record::default()
+            })
+        }
+
+        fn record(&self) -> Record {
+            self.lock().lease.as_ref().expect("a lease").record.clone()
+        }
+
+        fn set_down(&self, down: bool) {
+            self.lock().down = down;
+        }
+
+        fn calls(&self) -> usize {
+            self.lock().calls
+        }
+
+        fn check(&self) -> Result<(), KubeError> {
+            let mut s = self.lock();
+            s.calls += 1;
+            if s.down {
+                return Err(status(503, "ServiceUnavailable"));
+            }
+            Ok(())
+        }
+    }
+
+    impl LeaseApi for MemLeases {
+        fn get(&self) -> Result<Option<Lease>, KubeError> {
+            self.check()?;
+            Ok(self.lock().lease.clone())
+        }
+
+        fn create(&self, record: &Record) -> Result<Lease, KubeError> {
+            self.check()?;
+            if self.lock().lease.is_some() {
+                return Err(status(409, "AlreadyExists"));
+            }
+            Ok(self.put(record))
+        }
+
+        fn update(&self, prev: &Lease, record: &Record) -> Result<Lease, KubeError> {
+            self.check()?;
+            {
+                let mut s = self.lock();
+                let current = s.lease.as_ref().map(|l| l.resource_version.clone());
+                if std::mem::take(&mut s.race_next_update)
+                    || current.as_deref() != Some(&prev.resource_version)
+                {
+                    return Err(status(409, "Conflict"));
+                }
+            }
+            Ok(self.put(record))
+        }
+    }
+
+    fn cfg(identity: &str) -> LeaderConfig {
+        LeaderConfig::new("kube-system", DEFAULT_LEASE_NAME, identity)
+    }
+
+    fn leading_until(o: Outcome) -> Instant {
+        match o {
+            Outcome::Leading { valid_until } => valid_until,
+            other => panic!("expected to lead, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_absent_lease_is_created_and_held() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        let mut m = Machine::new(cfg("me"));
+        let t0 = clock.now();
+        let until = leading_until(m.step(&api, &clock, WALL));
+        assert_eq!(until, t0 + DEFAULT_RENEW_DEADLINE);
+        let r = api.record();
+        assert_eq!(r.holder, "me");
+        assert_eq!(r.lease_duration_secs, 15);
+        assert_eq!(
+            r.acquire_time.as_deref(),
+            Some("2026-01-02T03:04:05.123456Z")
+        );
+        assert_eq!(r.renew_time, r.acquire_time);
+        assert_eq!(r.transitions, 0);
+    }
+
+    #[test]
+    fn a_fresh_lease_held_by_another_is_followed_until_it_expires_on_our_clock() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        api.held_by("other");
+        let mut m = Machine::new(cfg("me"));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        clock.advance(Duration::from_secs(14));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        assert_eq!(api.record().holder, "other");
+        clock.advance(Duration::from_secs(1));
+        leading_until(m.step(&api, &clock, WALL));
+        let r = api.record();
+        assert_eq!((r.holder.as_str(), r.transitions), ("me", 1));
+    }
+
+    #[test]
+    fn expiry_ignores_remote_timestamps_and_restarts_when_the_record_changes() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        // Its renewTime is decades old, yet we have only just seen it: it is fresh to us.
+        api.held_by("other");
+        let mut m = Machine::new(cfg("me"));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        clock.advance(Duration::from_secs(10));
+        api.put(&Record {
+            renew_time: Some("2000-01-01T00:00:10.000000Z".into()),
+            ..api.record()
+        });
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        clock.advance(Duration::from_secs(5));
+        leading_until(m.step(&api, &clock, WALL));
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        api.put(&Record {
+            holder: String::new(),
+            lease_duration_secs: 1,
+            transitions: 4,
+            ..Record::default()
+        });
+        let mut m = Machine::new(cfg("me"));
+        leading_until(m.step(&api, &clock, WALL));
+        assert_eq!(api.record().transitions, 5);
+    }
+
+    #[test]
+    fn our_own_lease_is_renewed_keeping_acquire_time_and_transitions() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        let mut m = Machine::new(cfg("me"));
+        let first = leading_until(m.step(&api, &clock, WALL));
+        clock.advance(DEFAULT_RETRY_PERIOD);
+        let later = WALL + Duration::from_secs(2);
+        let second = leading_until(m.step(&api, &clock, later));
+        assert_eq!(second, first + DEFAULT_RETRY_PERIOD);
+        let r = api.record();
+        assert_eq!(
+            r.acquire_time.as_deref(),
+            Some("2026-01-02T03:04:05.123456Z")
+        );
+        assert_eq!(r.renew_time.as_deref(), Some("2026-01-02T03:04:07.123456Z"));
+        assert_eq!(r.transitions, 0);
+    }
+
+    #[test]
+    fn leadership_is_lost_when_no_renew_succeeds_within_the_deadline() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        let mut m = Machine::new(cfg("me"));
+        let until = leading_until(m.step(&api, &clock, WALL));
+        api.set_down(true);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(leading_until(m.step(&api, &clock, WALL)), until);
+        clock.advance(Duration::from_millis(7_999));
+        assert_eq!(leading_until(m.step(&api, &clock, WALL)), until);
+        api.set_down(false);
+        let calls = api.calls();
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Lost);
+        assert_eq!(
+            api.calls(),
+            calls,
+            "no request once the deadline has passed"
+        );
+        assert!(!m.leading());
+    }
+
+    #[test]
+    fn a_late_failure_is_judged_by_the_time_it_returns() {
+        /// Fails every call, and each call takes 11 s of the fake clock.
+        struct Slow<'a>(&'a FakeClock);
+        impl LeaseApi for Slow<'_> {
+            fn get(&self) -> Result<Option<Lease>, KubeError> {
+                self.0.advance(Duration::from_secs(11));
+                Err(status(504, "Timeout"))
+            }
+            fn create(&self, _: &Record) -> Result<Lease, KubeError> {
+                unreachable!("get never succeeds")
+            }
+            fn update(&self, _: &Lease, _: &Record) -> Result<Lease, KubeError> {
+                unreachable!("get never succeeds")
+            }
+        }
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        let mut m = Machine::new(cfg("me"));
+        leading_until(m.step(&api, &clock, WALL));
+        assert_eq!(m.step(&Slow(&clock), &clock, WALL), Outcome::Lost);
+    }
+
+    #[test]
+    fn leadership_is_lost_at_once_when_another_holder_appears() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        let mut m = Machine::new(cfg("me"));
+        leading_until(m.step(&api, &clock, WALL));
+        api.held_by("usurper");
+        clock.advance(DEFAULT_RETRY_PERIOD);
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Lost);
+    }
+
+    #[test]
+    fn losing_the_race_to_take_an_expired_lease_means_following() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        api.put(&Record::default());
+        api.lock().race_next_update = true;
+        let mut m = Machine::new(cfg("me"));
+        assert_eq!(m.step(&api, &clock, WALL), Outcome::Following);
+        assert_eq!(api.record().holder, "");
+        leading_until(m.step(&api, &clock, WALL));
+    }
+
+    #[test]
+    fn losing_the_race_to_create_means_following() {
+        struct Racy(MemLeases);
+        impl LeaseApi for Racy {
+            fn get(&self) -> Result<Option<Lease>, KubeError> {
+                Ok(None)
+            }
+            fn create(&self, r: &Record) -> Result<Lease, KubeError> {
+                self.0.held_by("winner");
+                self.0.create(r)
+            }
+            fn update(&self, p: &Lease, r: &Record) -> Result<Lease, KubeError> {
+                self.0.update(p, r)
+            }
+        }
+        let api = Racy(MemLeases::default());
+        let mut m = Machine::new(cfg("me"));
+        assert_eq!(m.step(&api, &FakeClock::new(), WALL), Outcome::Following);
+        assert_eq!(api.0.record().holder, "winner");
+    }
+
+    #[test]
+    fn release_empties_the_holder_only_when_we_lead() {
+        let (api, clock) = (MemLeases::default(), FakeClock::new());
+        api.held_by("other");
+        let mut follower = Machine::new(cfg("me"));
+        assert_eq!(follower.step(&api, &clock, WALL), Outcome::Following);
+        assert!(!follower.release(&api, WALL).expect("no request needed"));
+        assert_eq!(api.record().holder, "other");
+
+        let api = MemLeases::default();
+        api.put(&Record {
+            transitions: 3,
+            ..Record::default()
+        });
+        let mut leader = Machine::new(cfg("me"));
+        leading_until(leader.step(&api, &clock, WALL));
+        assert_eq!(api.record().transitions, 4);
+        let later = WALL + Duration::from_secs(1);
+        assert!(leader.release(&api, later).expect("release succeeds"));
+        let r = api.record();
+        assert_eq!(r.holder, "");
+        assert_eq!(r.lease_duration_secs, 1);
+        assert_eq!(r.transitions, 4);
+        assert_eq!(r.renew_time.as_deref(), Some("2026-01-02T03:04:06.123456Z"));
+        assert!(!leader
+            .release(&api, later)
+            .expect("nothing left to release"));
+    }
+
+    #[test]
+    fn decide_follows_a_fresh_holder_and_takes_an_empty_or_expired_one() {
+        let t0 = Instant::now();
+        let seen = |holder: &str| Observed {
+            lease: Lease::from_object(
+                json!({"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}}),
+            ),
+            record_seen_at: t0,
+        };
+        assert_eq!(
+            decide(&seen("a"), "me", t0 + Duration::from_secs(14)),
+            Decision::Follow { holder: "a".into() }
+        );
+        assert_eq!(
+            decide(&seen("a"), "me", t0 + Duration::from_secs(15)),
+            Decision::Take
+        );
+        assert_eq!(decide(&seen(""), "me", t0), Decision::Take);
+        assert_eq!(decide(&seen("me"), "me", t0), Decision::Renew);
+    }
+
+    #[test]
+    fn a_lease_with_missing_fields_decodes_to_an_empty_record() {
+        let lease = Lease::from_object(json!({"metadata": {"name": "x"}}));
+        assert_eq!(lease.record, Record::default());
+        assert_eq!(lease.resource_version, "");
+        let lease = Lease::from_object(
+            json!({"spec": {"holderIdentity": null, "leaseDurationSeconds": "15"}}),
+        );
+        assert_eq!(lease.record, Record::default());
+    }
+
+    #[test]
+    fn micro_time_has_six_fraction_digits_in_utc() {
+        assert_eq!(
+            format_micro_time(datetime!(2006-01-02 17:04:05.5 +02:00)),
+            "2006-01-02T15:04:05.500000Z"
+        );
+        assert_eq!(format_micro_time(WALL), "2026-01-02T03:04:05.123456Z");
+    }
+
+    #[test]
+    fn identity_prefers_pod_name_else_hostname_with_a_random_suffix() {
+        let mut rng = Rng::with_seed(7);
+        assert_eq!(
+            identity_from_env(Some("acrpull-7d9-x".into()), Some("node".into()), &mut rng),
+            "acrpull-7d9-x"
+        );
+        let a = identity_from_env(Some(" ".into()), Some("host\n".into()), &mut rng);
+        let b = identity_from_env(None, Some("host".into()), &mut rng);
+        for id in [&a, &b] {
+            let suffix = id.strip_prefix("host_").expect("hostname prefix");
+            assert_eq!(suffix.len(), 8, "{id}");
+            assert!(suffix.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert_ne!(a, b, "two processes on one host differ");
+        assert!(identity_from_env(None, None, &mut rng).starts_with("acrpull_"));
+    }
+
+    #[test]
+    fn the_namespace_flag_wins_over_the_own_namespace() {
+        assert_eq!(
+            lease_namespace(Some("ops"), Some("acrpull")).as_deref(),
+            Some("ops")
+        );
+        assert_eq!(
+            lease_namespace(Some(""), Some("acrpull")).as_deref(),
+            Some("acrpull")
+        );
+        assert_eq!(lease_namespace(None, None), None);
+    }
+
+    #[test]
+    fn timings_must_leave_room_to_renew() {
+        assert!(cfg("me").validate().is_ok());
+        let mut c = cfg("me");
+        c.renew_deadline = c.lease_duration;
+        assert!(matches!(c.validate(), Err(Error::Timing)));
+        let mut c = cfg("me");
+        c.lease_duration = Duration::from_millis(10_900);
+        assert!(
+            matches!(c.validate(), Err(Error::Timing)),
+            "the Lease only carries whole seconds"
+        );
+        let mut c = cfg("me");
+        c.retry_period = Duration::from_secs(9);
+        assert!(matches!(c.validate(), Err(Error::Timing)));
+        assert!(matches!(
+            cfg("").validate(),
+            Err(Error::Empty { field: "identity" })
+        ));
+        assert_eq!(
+            Error::Timing.to_string().to_lowercase(),
+            Error::Timing.to_string()
+        );
+    }
+
+    #[test]
+    fn updates_put_the_whole_lease_with_its_resource_version() {
+        let (base, seen) = serve(vec![Canned::json(
+            200,
+            r#"{"metadata":{"name":"aks.azure.com","resourceVersion":"8"},"spec":{"holderIdentity":"me"}}"#,
+        )]);
+        let api = KubeLeases {
+            client: client(&base, Auth::None),
+            namespace: "kube-system".into(),
+            name: DEFAULT_LEASE_NAME.into(),
+        };
+        let prev = Lease::from_object(json!({
+            "metadata": {"name": "aks.azure.com", "resourceVersion": "7", "labels": {"keep": "me"}},
+            "spec": {"holderIdentity": "other", "strategy": "OldestEmulationVersion"},
+        }));
+        let record = next_record(Some(&prev.record), &cfg("me"), WALL);
+        let lease = api.update(&prev, &record).expect("update succeeds");
+        assert_eq!(lease.resource_version, "8");
+        let req = seen.recv().expect("one request");
+        assert_eq!(
+            req.request_line,
+            "PUT /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/aks.azure.com HTTP/1.1"
+        );
+        let body: Value = serde_json::from_str(&req.body).expect("json body");
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert_eq!(body["metadata"]["labels"]["keep"], "me");
+        assert_eq!(body["kind"], "Lease");
+        assert_eq!(
+            body["spec"],
+            json!({
+                "holderIdentity": "me",
+                "leaseDurationSeconds": 15,
+                "acquireTime": "2026-01-02T03:04:05.123456Z",
+                "renewTime": "2026-01-02T03:04:05.123456Z",
+                "leaseTransitions": 1,
+                "strategy": "OldestEmulationVersion",
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_lease_is_created_in_the_collection() {
+        let (base, seen) = serve(vec![
+            Canned::json(404, r#"{"kind":"Status","code":404,"reason":"NotFound"}"#),
+            Canned::json(
+                201,
+                r#"{"metadata":{"name":"aks.azure.com","resourceVersion":"1"},"spec":{"holderIdentity":"me"}}"#,
+            ),
+        ]);
+        let api = KubeLeases {
+            client: client(&base, Auth::None),
+            namespace: "ns".into(),
+            name: DEFAULT_LEASE_NAME.into(),
+        };
+        let mut m = Machine::new(cfg("me"));
+        leading_until(m.step(&api, &FakeClock::new(), WALL));
+        assert_eq!(
+            seen.recv().expect("get").request_line,
+            "GET /apis/coordination.k8s.io/v1/namespaces/ns/leases/aks.azure.com HTTP/1.1"
+        );
+        let create = seen.recv().expect("create");
+        assert_eq!(
+            create.request_line,
+            "POST /apis/coordination.k8s.io/v1/namespaces/ns/leases HTTP/1.1"
+        );
+        let body: Value = serde_json::from_str(&create.body).expect("json body");
+        assert_eq!(body["apiVersion"], "coordination.k8s.io/v1");
+        assert_eq!(body["metadata"]["name"], "aks.azure.com");
+        assert_eq!(body["spec"]["holderIdentity"], "me");
+    }
+
+    /// One Lease behind a tiny HTTP API server that enforces resourceVersion preconditions.
+    #[derive(Default)]
+    struct LeaseServer {
+        lease: Mutex<Option<Value>>,
+        rv: Mutex<u64>,
+        /// When each write landed, and the holder it wrote.
+        writes: Mutex<Vec<(Instant, String)>>,
+    }
+
+    impl LeaseServer {
+        fn holder(&self) -> Option<String> {
+            let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            lease.as_ref().map(|l| Record::from_spec(&l["spec"]).holder)
+        }
+
+        fn answer(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+            let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rv = self.rv.lock().unwrap_or_else(|p| p.into_inner());
+            let sent: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            let current = lease.clone();
+            let mut store = |mut v: Value, code| {
+                *rv += 1;
+                v["metadata"]["resourceVersion"] = rv.to_string().into();
+                *lease = Some(v.clone());
+                let holder = Record::from_spec(&v["spec"]).holder;
+                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                writes.push((Instant::now(), holder));
+                (code, v)
+            };
+            match (method, path.ends_with("/leases"), current) {
+                ("GET", false, Some(l)) => (200, l),
+                ("GET", false, None) => (404, json!({"code": 404, "reason": "NotFound"})),
+                ("POST", true, None) => store(sent, 201),
+                ("POST", true, Some(_)) => (409, json!({"reason": "AlreadyExists"})),
+                ("PUT", false, Some(l))
+                    if l["metadata"]["resourceVersion"] == sent["metadata"]["resourceVersion"] =>
+                {
+                    store(sent, 200)
+                }
+                ("PUT", false, _) => (409, json!({"reason": "Conflict"})),
+                _ => (405, json!({"reason": "MethodNotAllowed"})),
+            }
+        }
+    }
+
+    /// Serves `server` on a fresh port; while `down` is set, every request gets a 503.
+    fn listen(server: Arc<LeaseServer>, down: Arc<AtomicBool>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer(stream, &server, &down);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn answer(mut stream: TcpStream, server: &LeaseServer, down: &AtomicBool) -> Option<()> {
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).ok()?;
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).ok()?;
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next()?, parts.next()?);
+        let (code, reply) = if down.load(Ordering::SeqCst) {
+            (503, json!({"reason": "ServiceUnavailable"}))
+        } else {
+            server.answer(method, path, &String::from_utf8_lossy(&body))
+        };
+        let reply = reply.to_string();
+        let head = format!(
+            "HTTP/1.1 {code} X\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(reply.as_bytes()).ok()?;
+        stream.flush().ok()
+    }
+
+    /// Fast timings for real-time tests: a 3 s Lease, a 1 s renew deadline, 100 ms retries.
+    fn fast(identity: &str) -> LeaderConfig {
+        LeaderConfig {
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(1),
+            retry_period: Duration::from_millis(100),
+            ..cfg(identity)
+        }
+    }
+
+    /// Polls `cond` every 10 ms until it holds or `limit` passes; returns how long it took.
+    fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn elector(base: &str, identity: &str, hooks: Hooks) -> ElectorHandle {
+        Elector::start(client(base, Auth::None), fast(identity), hooks).expect("elector starts")
+    }
+
+    #[test]
+    fn two_electors_never_both_lead_and_a_release_hands_over_at_once() {
+        let server = Arc::new(LeaseServer::default());
+        let up = || Arc::new(AtomicBool::new(false));
+        let a = elector(&listen(Arc::clone(&server), up()), "a", Hooks::default());
+        let b = elector(&listen(Arc::clone(&server), up()), "b", Hooks::default());
+        within(Duration::from_secs(5), || a.is_leader() || b.is_leader()).expect("someone leads");
+        let sample_until = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < sample_until {
+            assert!(
+                a.is_leader() != b.is_leader(),
+                "exactly one leads at any time"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+        let leader_id = leader.identity().to_string();
+        assert_eq!(server.holder().as_deref(), Some(leader_id.as_str()));
+        assert!(leader.release_and_stop(Duration::from_secs(5)));
+        let took = within(Duration::from_secs(5), || follower.is_leader()).expect("handover");
+        assert!(
+            took < Duration::from_millis(1500),
+            "handover took {took:?}, as if waiting for the 3 s lease to expire"
+        );
+        assert_eq!(server.holder().as_deref(), Some(follower.identity()));
+        assert!(follower.release_and_stop(Duration::from_secs(5)));
+        assert_eq!(server.holder().as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_the_api_server_stops_before_the_lease_passes() {
+        let server = Arc::new(LeaseServer::default());
+        let a_down = Arc::new(AtomicBool::new(false));
+        let (lost_tx, lost_rx) = mpsc::channel();
+        let (status_tx, status_rx) = mpsc::channel();
+        let hooks = Hooks {
+            on_status: Some(Box::new(move |leading| {
+                let _ = status_tx.send(leading);
+            })),
+            on_lost: Some(Box::new(move || {
+                let _ = lost_tx.send(Instant::now());
+            })),
+        };
+        let a = elector(
+            &listen(Arc::clone(&server), Arc::clone(&a_down)),
+            "a",
+            hooks,
+        );
+        within(Duration::from_secs(5), || a.is_leader()).expect("a leads");
+        let b = elector(
+            &listen(Arc::clone(&server), Arc::new(AtomicBool::new(false))),
+            "b",
+            Hooks::default(),
+        );
+        assert!(
+            within(Duration::from_millis(500), || b.is_leader()).is_none(),
+            "b follows a fresh lease"
+        );
+
+        a_down.store(true, Ordering::SeqCst);
+        let cut = Instant::now();
+        let lost_at = lost_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a reports the loss");
+        assert!(!a.is_leader() && a.has_lost());
+        assert!(
+            lost_at - cut <= Duration::from_millis(1500),
+            "{:?}",
+            lost_at - cut
+        );
+        within(Duration::from_secs(8), || b.is_leader()).expect("b takes over");
+        let writes = server.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (a_last, b_first) = (
+            writes
+                .iter()
+                .rev()
+                .find(|(_, h)| h == "a")
+                .expect("a wrote")
+                .0,
+            writes.iter().find(|(_, h)| h == "b").expect("b wrote").0,
+        );
+        assert!(
+            b_first > lost_at,
+            "a stopped leading before b's takeover landed"
+        );
+        assert!(
+            b_first - a_last >= Duration::from_millis(2500),
+            "b waited for the 3 s lease to expire, not {:?}",
+            b_first - a_last
+        );
+        drop(writes);
+        assert_eq!(server.holder().as_deref(), Some("b"));
+        assert_eq!(status_rx.try_iter().collect::<Vec<_>>(), vec![true, false]);
+        assert!(!a.wait_until_leader(&AtomicBool::new(false)));
+        assert!(b.release_and_stop(Duration::from_secs(5)));
+        assert!(a.release_and_stop(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn waiting_for_leadership_ends_when_asked_to_stop() {
+        let server = Arc::new(LeaseServer::default());
+        server.answer(
+            "POST",
+            "/leases",
+            &json!({"spec": {"holderIdentity": "other", "leaseDurationSeconds": 3}}).to_string(),
+        );
+        let e = elector(
+            &listen(server, Arc::new(AtomicBool::new(false))),
+            "me",
+            Hooks::default(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            setter.store(true, Ordering::Relaxed);
+        });
+        assert!(!e.wait_until_leader(&stop));
+        assert!(!e.is_leader());
+        assert!(e.release_and_stop(Duration::from_secs(5)));
+    }
+}
