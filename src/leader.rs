@@ -20,7 +20,7 @@
 
 use crate::kube::backoff::Rng;
 use crate::kube::clock::{Clock, SystemClock};
-use crate::kube::{Client, Error as KubeError, Resource};
+use crate::kube::{Client, Config as KubeConfig, Error as KubeError, Resource};
 use serde_json::{json, Map, Value};
 use std::fmt;
 use std::io;
@@ -159,6 +159,26 @@ pub fn identity_from_env(
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "acrpull".to_string());
     format!("{host}_{:08x}", rng.next_u64() >> 32)
+}
+
+/// This process's identity from the environment: `POD_NAME`, else the hostname plus a random suffix.
+pub fn process_identity() -> String {
+    identity_from_env(
+        std::env::var("POD_NAME").ok(),
+        read_hostname(),
+        &mut Rng::from_entropy(),
+    )
+}
+
+/// The config for the elector's own client: its own rate limiter (controller traffic cannot starve
+/// renewals, as in client-go) and request timeouts of half the renew deadline, so a hung request still
+/// leaves time for another attempt before leadership is lost.
+pub fn client_config(base: &KubeConfig, cfg: &LeaderConfig) -> KubeConfig {
+    let limit = cfg.renew_deadline / 2;
+    let mut out = base.clone();
+    out.request_timeout = out.request_timeout.min(limit);
+    out.connect_timeout = out.connect_timeout.min(limit);
+    out
 }
 
 /// The hostname from `/proc/sys/kernel/hostname`, else `/etc/hostname`; `None` if neither is readable.
@@ -531,6 +551,15 @@ impl Machine {
 
     /// Remembers the Lease; the expiry clock restarts only when its record differs from the last one seen.
     fn observe(&mut self, lease: Lease, now: Instant) {
+        let holder = &lease.record.holder;
+        let known = self.observed.as_ref().map(|o| &o.lease.record.holder);
+        if known != Some(holder) && !holder.is_empty() && *holder != self.cfg.identity {
+            log::info!(
+                "lease {}/{} is held by {holder}; waiting",
+                self.cfg.namespace,
+                self.cfg.name
+            );
+        }
         let record_seen_at = match &self.observed {
             Some(o) if o.lease.record == lease.record => o.record_seen_at,
             _ => now,
@@ -1226,6 +1255,21 @@ mod tests {
             Some("acrpull")
         );
         assert_eq!(lease_namespace(None, None), None);
+    }
+
+    #[test]
+    fn the_elector_client_times_out_within_half_the_renew_deadline() {
+        let base = KubeConfig::new("https://api:6443");
+        let c = client_config(&base, &cfg("me"));
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.server, base.server);
+        let mut quick = base.clone();
+        quick.request_timeout = Duration::from_secs(1);
+        assert_eq!(
+            client_config(&quick, &cfg("me")).request_timeout,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
