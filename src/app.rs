@@ -8,11 +8,15 @@ use crate::azure::http::ConnectTo;
 use crate::azure::{HttpClients, HttpConfig};
 use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 use crate::cli::{Config, EntraAudience};
-use crate::controller::{Controller, Settings};
+use crate::controller::{Controller, Observability, Settings};
+use crate::events::{EventRecorder, RecorderConfig};
+use crate::health::Health;
 use crate::kube;
+use crate::metrics::{collect_token_counters, Metrics};
 use crate::plan::PlanConfig;
 use crate::reconcile::Reconciler;
 use crate::selector::Selector;
+use crate::serve;
 use crate::signals::Signals;
 use crate::store::Store;
 use crate::suffix::AllowList;
@@ -68,7 +72,9 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
 
     let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
     match &allow {
-        AllowList::Any => log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host"),
+        AllowList::Any => {
+            log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host")
+        }
         AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
     }
     let defaults = V1beta1Defaults {
@@ -81,10 +87,34 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
             .clone()
             .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
     };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let store = Arc::new(Mutex::new(Store::new(defaults)));
+    register_collectors(&metrics, &tokens, &client);
+    let _metrics_server = match &cfg.metrics_bind_address {
+        Some(addr) => Some(
+            serve::serve(addr, serve::metrics_routes(Arc::clone(&metrics)))
+                .map_err(StartError::Io)?,
+        ),
+        None => None,
+    };
+    let _probe_server = match &cfg.health_probe_bind_address {
+        Some(addr) => Some(
+            serve::serve(addr, serve::probe_routes(Arc::clone(&health))).map_err(StartError::Io)?,
+        ),
+        None => None,
+    };
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "acrpull".into());
+    let obs = Arc::new(Observability {
+        metrics: Arc::clone(&metrics),
+        health,
+        events: Mutex::new(EventRecorder::new(&instance, RecorderConfig::default())),
+    });
     let reconciler = Arc::new(Reconciler {
         client: client.clone(),
         tokens,
-        store: Arc::new(Mutex::new(Store::new(defaults))),
+        metrics,
+        store,
         plan: PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,
             allow,
@@ -95,7 +125,8 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         label_selector: selector.to_string(),
         workers: cfg.workers,
     };
-    let controller = Controller::start(client, reconciler, &settings).map_err(StartError::Io)?;
+    let controller =
+        Controller::start(client, reconciler, obs, &settings).map_err(StartError::Io)?;
     log::info!(
         "acrpull {} started with {} workers",
         env!("CARGO_PKG_VERSION"),
@@ -107,4 +138,21 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     controller.shutdown();
     log::info!("stopped");
     Ok(())
+}
+
+/// Values owned elsewhere, read at scrape time.
+fn register_collectors(metrics: &Metrics, tokens: &Arc<TokenService>, client: &kube::Client) {
+    let t = Arc::clone(tokens);
+    metrics.add_collector(Box::new(move |r| collect_token_counters(t.counters(), r)));
+    let kube_metrics = client.metrics();
+    metrics.add_collector(Box::new(move |r| {
+        for ((verb, code), n) in kube_metrics.snapshot() {
+            r.counter(
+                "acrpull_kube_requests_total",
+                "Kubernetes API requests by verb and HTTP code (0: no response).",
+                &[("verb", &verb), ("code", &code.to_string())],
+                n,
+            );
+        }
+    }));
 }

@@ -15,12 +15,25 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::binding::ApiVersion;
+use crate::events::{EventRecorder, EventWrite, Reason, Regarding};
+use crate::health::Health;
 use crate::kube::backoff::Rng;
 use crate::kube::{watch, Client, ListParams, Resource, WatchEvent, WatchHandle};
+use crate::metrics::{Metrics, ReconcileResult};
 use crate::names::BINDING_LABEL;
 use crate::reconcile::{Outcome2, Reconciler};
 use crate::schedule::{FailureBackoff, WorkQueue};
 use crate::store::{BindingKey, Store};
+
+/// Metrics, probes and Events, shared by every thread.
+pub struct Observability {
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// Event de-duplication state.
+    pub events: Mutex<EventRecorder>,
+}
 
 /// Every binding is reconciled at least this often, as a safety net against a missed event.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30 * 60);
@@ -43,6 +56,16 @@ impl Feed {
             Feed::Bindings(ApiVersion::V1beta1) => "v1beta1 AcrPullBindings",
             Feed::Secrets => "pull Secrets",
             Feed::ServiceAccounts => "ServiceAccounts",
+        }
+    }
+
+    /// The name readiness tracks a binding kind by, and metric label values.
+    fn kind(self) -> &'static str {
+        match self {
+            Feed::Bindings(ApiVersion::V1beta2) => "v1beta2",
+            Feed::Bindings(ApiVersion::V1beta1) => "v1beta1",
+            Feed::Secrets => "secrets",
+            Feed::ServiceAccounts => "serviceaccounts",
         }
     }
 }
@@ -69,6 +92,7 @@ impl Controller {
     pub fn start(
         client: Client,
         reconciler: Arc<Reconciler>,
+        obs: Arc<Observability>,
         settings: &Settings,
     ) -> std::io::Result<Controller> {
         let queue: Arc<WorkQueue<BindingKey>> = Arc::new(WorkQueue::default());
@@ -100,37 +124,65 @@ impl Controller {
         ];
         for (feed, res, params) in feeds {
             let (tx, rx) = mpsc::channel();
-            watches.push(watch::spawn(
+            if let Feed::Bindings(_) = feed {
+                obs.health.track_kind(feed.kind());
+            }
+            let heartbeat = obs.health.register_watch(feed.name());
+            let health = Arc::clone(&obs.health);
+            let observer = move |missing: bool| {
+                heartbeat.beat();
+                if missing {
+                    if let Feed::Bindings(_) = feed {
+                        health.mark_absent(feed.kind());
+                    }
+                }
+            };
+            watches.push(watch::spawn_observed(
                 feed.name(),
                 client.clone(),
                 res.path(None, None, None),
                 params,
                 tx,
+                Box::new(observer),
             )?);
             let store = Arc::clone(&store);
             let queue = Arc::clone(&queue);
+            let obs = Arc::clone(&obs);
             std::thread::Builder::new()
                 .name(format!("dispatch {}", feed.name()))
-                .spawn(move || dispatch(feed, rx, &store, &queue))?;
+                .spawn(move || dispatch(feed, rx, &store, &queue, &obs))?;
         }
         let failures: Arc<Failures> = Arc::default();
         for i in 0..settings.workers {
             let reconciler = Arc::clone(&reconciler);
             let queue = Arc::clone(&queue);
             let failures = Arc::clone(&failures);
+            let obs = Arc::clone(&obs);
+            let client = client.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("worker {i}"))
-                    .spawn(move || work(&reconciler, &queue, &failures, i as u64))?,
+                    .spawn(move || {
+                        let w = Worker {
+                            reconciler: &reconciler,
+                            queue: &queue,
+                            failures: &failures,
+                            obs: &obs,
+                            client: &client,
+                        };
+                        w.run(i)
+                    })?,
             );
         }
         {
             let store = Arc::clone(&store);
             let queue = Arc::clone(&queue);
             let stop = Arc::clone(&stop);
+            let obs = Arc::clone(&obs);
+            let client = client.clone();
             std::thread::Builder::new()
                 .name("resync".into())
-                .spawn(move || resync(&store, &queue, &stop))?;
+                .spawn(move || resync(&store, &queue, &stop, &obs, &client))?;
         }
         Ok(Controller {
             queue,
@@ -171,7 +223,9 @@ fn dispatch(
     rx: mpsc::Receiver<WatchEvent>,
     store: &Mutex<Store>,
     queue: &WorkQueue<BindingKey>,
+    obs: &Observability,
 ) {
+    let mut listed = false;
     for event in rx {
         let keys = {
             let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,6 +233,15 @@ fn dispatch(
         };
         for k in keys {
             queue.add(k);
+        }
+        if let WatchEvent::Restarted(_) = event {
+            if listed {
+                obs.metrics.watch_restart(feed.kind());
+            }
+            listed = true;
+            if let Feed::Bindings(_) = feed {
+                obs.health.mark_synced(feed.kind());
+            }
         }
     }
 }
@@ -219,65 +282,189 @@ fn instant_at(at: OffsetDateTime) -> Instant {
 /// Consecutive failures per binding, shared by the workers (a key may land on any of them).
 type Failures = Mutex<FailureBackoff<BindingKey>>;
 
-fn failed(failures: &Failures, key: &BindingKey, jitter: f64) -> Duration {
-    failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .failed(key.clone(), jitter)
+/// One worker thread's view of the shared parts.
+struct Worker<'a> {
+    reconciler: &'a Reconciler,
+    queue: &'a WorkQueue<BindingKey>,
+    failures: &'a Failures,
+    obs: &'a Observability,
+    client: &'a Client,
 }
 
-fn succeeded(failures: &Failures, key: &BindingKey) {
-    failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .succeeded(key);
-}
+impl Worker<'_> {
+    fn failed(&self, key: &BindingKey, jitter: f64) -> Duration {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(key.clone(), jitter)
+    }
 
-fn work(reconciler: &Reconciler, queue: &WorkQueue<BindingKey>, failures: &Failures, seed: u64) {
-    let mut rng = Rng::with_seed(Rng::from_entropy().next_u64() ^ seed);
-    while let Some(key) = queue.get() {
+    fn succeeded(&self, key: &BindingKey) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .succeeded(key);
+    }
+
+    fn run(&self, index: usize) {
+        let mut rng = Rng::with_seed(Rng::from_entropy().next_u64() ^ index as u64);
+        let heartbeat = self.obs.health.register_worker(&format!("worker {index}"));
+        while let Some(key) = self.queue.get() {
+            heartbeat.busy();
+            let started = Instant::now();
+            let result = self.reconcile_once(&key, &mut rng);
+            self.obs.metrics.reconcile(result, started.elapsed());
+            self.queue.done(&key);
+            heartbeat.idle();
+        }
+    }
+
+    fn reconcile_once(&self, key: &BindingKey, rng: &mut Rng) -> ReconcileResult {
         let started = Instant::now();
-        match reconciler.reconcile(&key) {
+        match self.reconciler.reconcile(key) {
             Ok(Outcome2::Gone) => {
-                succeeded(failures, &key);
-                queue.forget(&key);
+                self.succeeded(key);
+                self.queue.forget(key);
+                ReconcileResult::Success
             }
             Ok(Outcome2::Done {
                 error,
                 refresh_at,
                 writes,
+                secret_written,
+                regarding,
             }) => {
                 log::debug!(
                     "{key}: reconciled in {:?} with {writes} writes",
                     started.elapsed()
                 );
-                if let Some(err) = error {
-                    let delay = failed(failures, &key, rng.next_f64());
-                    log::info!("{key}: {err}; retrying in {}s", delay.as_secs());
-                    queue.add_after(key.clone(), delay);
-                } else {
-                    succeeded(failures, &key);
-                }
                 if let Some(at) = refresh_at {
                     let jitter = REFRESH_JITTER.mul_f64(rng.next_f64());
-                    queue.add_at(key.clone(), instant_at(at) + jitter);
+                    self.queue.add_at(key.clone(), instant_at(at) + jitter);
+                }
+                match error {
+                    Some(err) => {
+                        let delay = self.failed(key, rng.next_f64());
+                        log::info!("{key}: {err}; retrying in {}s", delay.as_secs());
+                        self.queue.add_after(key.clone(), delay);
+                        self.event(&regarding, classify(&err), &err);
+                        ReconcileResult::Error
+                    }
+                    None => {
+                        self.succeeded(key);
+                        if secret_written {
+                            self.event(
+                                &regarding,
+                                Reason::TokenRefreshed,
+                                "wrote a fresh registry token to the pull secret",
+                            );
+                        }
+                        ReconcileResult::Success
+                    }
                 }
             }
             Err(e) => {
-                let delay = failed(failures, &key, rng.next_f64());
-                let delay = e.retry_after().map_or(delay, |r| r.max(Duration::from_secs(1)));
+                let delay = self.failed(key, rng.next_f64());
+                let delay = e
+                    .retry_after()
+                    .map_or(delay, |r| r.max(Duration::from_secs(1)));
                 log::warn!("{key}: {e}; retrying in {}s", delay.as_secs());
-                queue.add_after(key.clone(), delay);
+                self.queue.add_after(key.clone(), delay);
+                ReconcileResult::Error
             }
         }
-        queue.done(&key);
+    }
+
+    /// Records an Event; a failed Event write never fails the reconcile.
+    fn event(&self, regarding: &Option<Regarding>, reason: Reason, note: &str) {
+        let Some(regarding) = regarding else {
+            return;
+        };
+        let write = self
+            .obs
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(
+                regarding,
+                reason,
+                "Reconcile",
+                note,
+                OffsetDateTime::now_utc(),
+            );
+        if let Some(w) = write {
+            send_event(self.client, &self.obs.events, &w);
+        }
     }
 }
 
-fn resync(store: &Mutex<Store>, queue: &WorkQueue<BindingKey>, stop: &AtomicBool) {
+/// The Event reason for a binding error, from the error's (upstream-compatible) text.
+fn classify(err: &str) -> Reason {
+    if err.starts_with("service account") {
+        Reason::ServiceAccountNotFound
+    } else if err.starts_with("ACR server") {
+        Reason::ServerNotAllowed
+    } else if err.starts_with("failed to retrieve") || err.starts_with("failed to mint") {
+        Reason::TokenRequestFailed
+    } else if err.starts_with("secret ") {
+        Reason::SecretConflict
+    } else {
+        Reason::InvalidSpec
+    }
+}
+
+fn send_event(client: &Client, recorder: &Mutex<EventRecorder>, w: &EventWrite) {
+    let result = match w {
+        EventWrite::Create { .. } => client.create(&w.path(), w.body()),
+        EventWrite::PatchSeries { .. } => client.patch_merge(&w.path(), w.body()),
+    };
+    if let Err(e) = result {
+        log::debug!("event {}/{} not written: {e}", w.namespace(), w.name());
+        recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(w.namespace(), w.name());
+    }
+}
+
+/// How often the binding-state and queue gauges are recomputed (O(bindings) each time).
+const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+/// How often Event series counts that moved since their last write are flushed.
+const EVENT_FLUSH_PERIOD: Duration = Duration::from_secs(30);
+
+fn resync(
+    store: &Mutex<Store>,
+    queue: &WorkQueue<BindingKey>,
+    stop: &AtomicBool,
+    obs: &Observability,
+    client: &Client,
+) {
     let mut next = Instant::now() + RESYNC_PERIOD;
+    let mut next_flush = Instant::now() + EVENT_FLUSH_PERIOD;
+    let mut next_gauges = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
+        if Instant::now() >= next_gauges {
+            next_gauges = Instant::now() + GAUGE_PERIOD;
+            let (counts, earliest) = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .binding_states();
+            obs.metrics.set_bindings(counts);
+            obs.metrics.set_token_earliest_expiry(earliest);
+            obs.metrics.set_workqueue_depth(queue.ready_len());
+        }
+        if Instant::now() >= next_flush {
+            next_flush = Instant::now() + EVENT_FLUSH_PERIOD;
+            let writes = obs
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .flush(OffsetDateTime::now_utc());
+            for w in &writes {
+                send_event(client, &obs.events, w);
+            }
+        }
         if Instant::now() < next {
             continue;
         }

@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 
 use crate::azure::imds::ManagedIdentity;
 use crate::binding::{ApiVersion, Identity};
+use crate::events::Regarding;
 use crate::kube::{self, Client, Preconditions, Resource};
+use crate::metrics::{Metrics, SecretOp};
 use crate::plan::{self, Minted, MintedToken, Outcome, Password, PlanConfig, TokenNeed, Write};
 use crate::store::{BindingKey, Observation, Store};
 use crate::tokens::{AcrTokenRequest, Credential, TokenService, TokenStage};
@@ -38,6 +40,10 @@ pub enum Outcome2 {
         refresh_at: Option<OffsetDateTime>,
         /// Writes made.
         writes: usize,
+        /// Whether a fresh token was written to the pull Secret.
+        secret_written: bool,
+        /// The binding, for Events about it.
+        regarding: Option<Regarding>,
     },
 }
 
@@ -93,6 +99,8 @@ pub struct Reconciler {
     pub plan: PlanConfig,
     /// Request Entra/IMDS tokens for the registry audience instead of ARM.
     pub acr_audience: bool,
+    /// Write counters.
+    pub metrics: Arc<Metrics>,
 }
 
 fn resource(version: ApiVersion) -> Resource {
@@ -160,7 +168,10 @@ impl Reconciler {
             let mut conflicted = false;
             for w in &p.writes {
                 match self.apply(key, w, &mut rv, &finalizers) {
-                    Ok(()) => writes_made += 1,
+                    Ok(()) => {
+                        writes_made += 1;
+                        self.count(w);
+                    }
                     Err(WriteFailure::Conflict) => {
                         conflicted = true;
                         break;
@@ -172,13 +183,38 @@ impl Reconciler {
                 log::debug!("{key}: a write conflicted; observing again");
                 continue;
             }
+            let secret_written = p
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::CreateSecret { .. } | Write::ReplaceSecret { .. }));
+            let m = &obs.binding.meta;
+            let regarding = Regarding {
+                api_version: obs.binding.version.api_version().to_string(),
+                namespace: m.namespace.clone(),
+                name: m.name.clone(),
+                uid: m.uid.clone(),
+                resource_version: rv,
+            };
             return Ok(Outcome2::Done {
                 error: p.error,
                 refresh_at: p.refresh_at,
                 writes: writes_made,
+                secret_written,
+                regarding: Some(regarding),
             });
         }
         Err(ReconcileError::TooManyConflicts)
+    }
+
+    fn count(&self, w: &Write) {
+        match w {
+            Write::CreateSecret { .. } => self.metrics.secret_write(SecretOp::Create),
+            Write::ReplaceSecret { .. } => self.metrics.secret_write(SecretOp::Replace),
+            Write::DeleteSecret { .. } => self.metrics.secret_write(SecretOp::Delete),
+            Write::PatchServiceAccount { .. } => self.metrics.serviceaccount_write(),
+            Write::UpdateStatus { .. } => self.metrics.status_write(),
+            Write::AddFinalizer | Write::RemoveFinalizer { .. } => {}
+        }
     }
 
     fn fetch_service_account(&self, ns: &str, name: &str) -> Result<(), ReconcileError> {
@@ -397,7 +433,8 @@ impl Reconciler {
                 Ok(())
             }
             Err(e) if e.is_not_found() => {
-                let gone = serde_json::json!({"metadata": {"namespace": key.namespace, "name": key.name}});
+                let gone =
+                    serde_json::json!({"metadata": {"namespace": key.namespace, "name": key.name}});
                 self.store().delete_binding(key.version, &gone);
                 Ok(())
             }

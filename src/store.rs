@@ -103,6 +103,26 @@ impl Store {
         self.bindings.keys().cloned().collect()
     }
 
+    /// Bindings by state (error in status; token in status; neither) and the earliest token
+    /// expiry among them.
+    pub fn binding_states(&self) -> (crate::metrics::BindingCounts, Option<time::OffsetDateTime>) {
+        let mut c = crate::metrics::BindingCounts::default();
+        let mut earliest: Option<time::OffsetDateTime> = None;
+        for b in self.bindings.values() {
+            if b.status.error.as_deref().is_some_and(|e| !e.is_empty()) {
+                c.error += 1;
+            } else if b.status.token_expiration_time.is_some() {
+                c.ready += 1;
+            } else {
+                c.pending += 1;
+            }
+            if let Some(t) = b.status.token_expiration_time {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        }
+        (c, earliest)
+    }
+
     /// A binding, if known.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
         self.bindings.get(key)
@@ -200,7 +220,11 @@ impl Store {
     /// whose label value matches its label.
     fn secret_owners(&self, ns: &str, s: &SecretObs) -> Vec<BindingKey> {
         let mut keys = BTreeSet::new();
-        for r in s.owner_refs.iter().filter(|r| r.controller && r.kind == KIND) {
+        for r in s
+            .owner_refs
+            .iter()
+            .filter(|r| r.controller && r.kind == KIND)
+        {
             let version = match r.api_version.split('/').next() {
                 Some("acrpull.microsoft.com") => ApiVersion::V1beta2,
                 Some("msi-acrpull.microsoft.com") => ApiVersion::V1beta1,
@@ -472,7 +496,9 @@ mod tests {
     #[test]
     fn unrelated_service_accounts_are_not_kept() {
         let mut s = Store::default();
-        assert!(s.apply_sa(&sa("ns", "builder", &["registry-creds"], "1")).is_empty());
+        assert!(s
+            .apply_sa(&sa("ns", "builder", &["registry-creds"], "1"))
+            .is_empty());
         assert!(s.sas.is_empty());
     }
 
@@ -483,7 +509,10 @@ mod tests {
             .unwrap();
         let keys = s.apply_sa(&sa("ns", "puller", &[], "2"));
         assert_eq!(keys, vec![key("ns", "b")]);
-        assert_eq!(ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name, "puller");
+        assert_eq!(
+            ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name,
+            "puller"
+        );
     }
 
     #[test]

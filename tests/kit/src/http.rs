@@ -12,7 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// One HTTP request as a handler sees it: the whole body already read.
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` redacts credential headers and prints only the body's length: bodies carry client
+/// assertions and tokens.
+#[derive(Clone, Default)]
 pub struct Request {
     /// Upper-case method, e.g. `GET`.
     pub method: String,
@@ -26,6 +29,35 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The peer address, when the request came over a socket.
     pub peer: Option<SocketAddr>,
+}
+
+/// Headers whose values never appear in `Debug` output.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let secret = SECRET_HEADERS.iter().any(|s| n.eq_ignore_ascii_case(s));
+                (n.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 impl Request {
@@ -292,18 +324,21 @@ fn accept_loop(
         if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), open.lock()) {
             map.insert(id, clone);
         }
-        let (handler, tls, open) = (handler.clone(), tls.clone(), open.clone());
+        let (handler, tls, conns) = (handler.clone(), tls.clone(), open.clone());
         let spawned = std::thread::Builder::new()
             .name("kit-conn".into())
             .spawn(move || {
                 // Errors here are client disconnects or garbage: the connection just ends.
                 let _ = serve_connection(stream, handler, tls);
-                if let Ok(mut map) = open.lock() {
+                if let Ok(mut map) = conns.lock() {
                     map.remove(&id);
                 }
             });
         if spawned.is_err() {
             log::warn!("kit: cannot spawn a connection thread");
+            if let Ok(mut map) = open.lock() {
+                map.remove(&id);
+            }
         }
     }
 }
@@ -363,7 +398,9 @@ impl From<io::Error> for ReadError {
 }
 
 /// Reads one request; `None` when the client closed the connection between requests.
-fn read_request<R: BufRead>(r: &mut R) -> Result<Option<(Request, bool)>, ReadError> {
+fn read_request<S: Read + Write>(
+    r: &mut BufReader<S>,
+) -> Result<Option<(Request, bool)>, ReadError> {
     let mut head_bytes = 0usize;
     let Some(line) = read_line(r, &mut head_bytes)? else {
         return Ok(None);
@@ -397,6 +434,13 @@ fn read_request<R: BufRead>(r: &mut R) -> Result<Option<(Request, bool)>, ReadEr
     } else {
         !connection.contains("close")
     };
+    if req
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        r.get_mut().flush()?;
+    }
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
@@ -563,6 +607,19 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_hides_credentials_and_bodies() {
+        let r = Request::new("POST", "/t")
+            .with_header("Authorization", "Bearer s3cret")
+            .with_body("client_assertion=s3cret");
+        let d = format!("{r:?}");
+        assert!(!d.contains("s3cret"), "{d}");
+        assert!(
+            d.contains("<redacted>") && d.contains("body_len: 23"),
+            "{d}"
+        );
+    }
+
+    #[test]
     fn trailing_percent_is_kept() {
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("a%"), "a%");
@@ -637,6 +694,20 @@ mod tests {
             b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nconnection: close\r\n\r\n",
         );
         assert!(out.contains("GET /a") && out.contains("GET /b"), "{out}");
+    }
+
+    #[test]
+    fn expect_continue_is_answered_before_the_body() {
+        let server = serve_http(Arc::new(Echo)).unwrap();
+        let out = raw(
+            &server,
+            b"PUT /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+            "{out}"
+        );
+        assert!(out.ends_with("PUT /e ok"), "{out}");
     }
 
     #[test]

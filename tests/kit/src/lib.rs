@@ -9,3 +9,4 @@ pub mod jwt;
 pub mod kube;
 pub mod registry;
 pub mod tls;
+pub mod world;
