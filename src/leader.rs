@@ -1606,4 +1606,98 @@ mod tests {
         assert!(!e.is_leader());
         assert!(e.release_and_stop(Duration::from_secs(5)));
     }
+
+    /// An elector talking to the test kit's emulated API server as the holder of `token`.
+    fn kit_elector(
+        api: &acrpull_testkit::kube::ApiServer,
+        token: &str,
+        identity: &str,
+    ) -> ElectorHandle {
+        let mut config =
+            KubeConfig::load(Some(api.kubeconfig_path())).expect("the kit writes a kubeconfig");
+        config.auth = Auth::Token(crate::kube::BearerToken::new(token));
+        let client = Client::new(&config).expect("client config is valid");
+        let cfg = LeaderConfig {
+            namespace: "acrpull".into(),
+            ..fast(identity)
+        };
+        Elector::start(client, cfg, Hooks::default()).expect("elector starts")
+    }
+
+    #[test]
+    fn against_the_emulated_api_server_the_chart_role_suffices_and_leadership_passes_on() {
+        use acrpull_testkit::kube::{ApiServer, Rule, LEASES};
+        let api = ApiServer::start();
+        api.create_namespace("acrpull").expect("namespace");
+        let rbac = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/11-rbac.yaml"
+        ))
+        .expect("chart rbac");
+        let users = api.load_rbac(&rbac).expect("rbac loads");
+        let sa = "system:serviceaccount:acrpull:acrpull";
+        assert!(users.iter().any(|u| u == sa), "{users:?}");
+        api.add_user("token-a", "user-a");
+        let lease_rule = || {
+            Rule::namespaced(
+                "acrpull",
+                &["get", "create", "update"],
+                &["coordination.k8s.io"],
+                &["leases"],
+            )
+        };
+        api.allow("user-a", lease_rule());
+        api.add_user("token-b", sa);
+        api.add_user("token-c", "user-c");
+        api.allow("user-c", lease_rule());
+
+        let a = kit_elector(&api, "token-a", "a");
+        within(Duration::from_secs(5), || a.is_leader()).expect("a leads");
+        let b = kit_elector(&api, "token-b", "b");
+        assert!(
+            within(Duration::from_millis(500), || b.is_leader()).is_none(),
+            "b follows while a renews"
+        );
+        let lease = api
+            .get(LEASES, "acrpull", DEFAULT_LEASE_NAME)
+            .expect("the lease");
+        assert_eq!(lease["spec"]["holderIdentity"], "a");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
+        let renew = lease["spec"]["renewTime"].as_str().expect("renewTime");
+        assert_eq!(renew.len(), "2006-01-02T15:04:05.000000Z".len(), "{renew}");
+        assert!(renew.ends_with('Z'), "{renew}");
+
+        // a can no longer renew: it stops leading, and b waits out the lease before taking over.
+        api.revoke("user-a");
+        let cut = Instant::now();
+        within(Duration::from_secs(3), || a.has_lost()).expect("a steps down");
+        assert!(!a.is_leader());
+        within(Duration::from_secs(8), || b.is_leader()).expect("b, using the chart's Role, leads");
+        assert!(
+            cut.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            cut.elapsed()
+        );
+        let lease = api
+            .get(LEASES, "acrpull", DEFAULT_LEASE_NAME)
+            .expect("the lease");
+        assert_eq!(lease["spec"]["holderIdentity"], "b");
+        assert_eq!(lease["spec"]["leaseTransitions"], 1);
+
+        // b releases on shutdown: c takes over well before the 3 s lease would expire.
+        let c = kit_elector(&api, "token-c", "c");
+        assert!(
+            within(Duration::from_millis(300), || c.is_leader()).is_none(),
+            "c follows while b renews"
+        );
+        assert!(b.release_and_stop(Duration::from_secs(5)));
+        let took = within(Duration::from_secs(5), || c.is_leader()).expect("c leads");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(c.release_and_stop(Duration::from_secs(5)));
+        let lease = api
+            .get(LEASES, "acrpull", DEFAULT_LEASE_NAME)
+            .expect("the lease");
+        assert_eq!(lease["spec"]["holderIdentity"], "");
+        assert_eq!(lease["spec"]["leaseTransitions"], 2);
+    }
 }
