@@ -14,6 +14,7 @@ pub mod events;
 pub mod hash;
 pub mod health;
 pub mod kube;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod names;
