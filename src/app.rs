@@ -12,6 +12,9 @@ use crate::controller::{Controller, Observability, Settings};
 use crate::events::{EventRecorder, RecorderConfig};
 use crate::health::Health;
 use crate::kube;
+use crate::leader::{
+    client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
+};
 use crate::metrics::{collect_token_counters, Metrics};
 use crate::plan::PlanConfig;
 use crate::reconcile::Reconciler;
@@ -21,6 +24,7 @@ use crate::signals::Signals;
 use crate::store::Store;
 use crate::suffix::AllowList;
 use crate::tokens::{AzureUpstream, SystemClock, TokenService};
+use std::time::Duration;
 
 /// Why acrpull could not start; printed once by `main`, exit code 1.
 #[derive(Debug)]
@@ -33,6 +37,10 @@ pub enum StartError {
     Azure(crate::azure::http::HttpSetupError),
     /// Threads or signal setup failed.
     Io(std::io::Error),
+    /// `--leader-elect` outside a cluster without `--leader-election-namespace`.
+    LeaseNamespace,
+    /// Leader election could not start.
+    Leader(crate::leader::Error),
 }
 
 impl fmt::Display for StartError {
@@ -42,6 +50,10 @@ impl fmt::Display for StartError {
             StartError::LabelSelector(e) => write!(f, "invalid --label-selector: {e}"),
             StartError::Azure(e) => write!(f, "azure clients: {e}"),
             StartError::Io(e) => write!(f, "start-up: {e}"),
+            StartError::LeaseNamespace => f.write_str(
+                "--leader-elect needs --leader-election-namespace when not running in a cluster",
+            ),
+            StartError::Leader(e) => write!(f, "leader election: {e}"),
         }
     }
 }
@@ -110,11 +122,23 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         health,
         events: Mutex::new(EventRecorder::new(&instance, RecorderConfig::default())),
     });
+    let leader = if cfg.leader_elect {
+        Some(Arc::new(start_election(cfg, &kube_cfg, &metrics)?))
+    } else {
+        None
+    };
     let reconciler = Arc::new(Reconciler {
         client: client.clone(),
         tokens,
         metrics,
         token_gate: Default::default(),
+        may_write: match &leader {
+            Some(l) => {
+                let l = Arc::clone(l);
+                Box::new(move || l.is_leader())
+            }
+            None => Box::new(|| true),
+        },
         store,
         plan: PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,
@@ -125,6 +149,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let settings = Settings {
         label_selector: selector.to_string(),
         workers: cfg.workers,
+        leader: leader.clone(),
     };
     let controller =
         Controller::start(client, reconciler, obs, &settings).map_err(StartError::Io)?;
@@ -137,8 +162,59 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let sig = signals.wait().map_err(StartError::Io)?;
     log::info!("received {sig:?}; finishing in-flight work");
     controller.shutdown();
+    if let Some(l) = leader {
+        drop(settings);
+        match Arc::try_unwrap(l) {
+            Ok(handle) => {
+                if handle.release_and_stop(Duration::from_secs(3)) {
+                    log::info!("released the leader lease");
+                }
+            }
+            Err(_) => log::warn!("leader lease not released: still in use"),
+        }
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Starts leader election on the Lease of `--leader-election-id`; losing the lease ends the process
+/// (exit 1), as controller-runtime does, so a restarted pod starts clean as a follower.
+fn start_election(
+    cfg: &Config,
+    kube_cfg: &kube::Config,
+    metrics: &Arc<Metrics>,
+) -> Result<ElectorHandle, StartError> {
+    let namespace = lease_namespace(
+        cfg.leader_election_namespace.as_deref(),
+        kube_cfg.namespace.as_deref(),
+    )
+    .ok_or(StartError::LeaseNamespace)?;
+    let lcfg = LeaderConfig::new(&namespace, &cfg.leader_election_id, process_identity());
+    let client = kube::Client::new(&client_config(kube_cfg, &lcfg)).map_err(StartError::Kube)?;
+    log::info!(
+        "leader election on lease {namespace}/{} as {}",
+        cfg.leader_election_id,
+        lcfg.identity
+    );
+    let m = Arc::clone(metrics);
+    let hooks = Hooks {
+        on_status: Some(Box::new(move |leading| {
+            log::info!(
+                "{}",
+                if leading {
+                    "became the leader"
+                } else {
+                    "no longer the leader"
+                }
+            );
+            m.set_leader(leading);
+        })),
+        on_lost: Some(Box::new(|| {
+            log::error!("lost the leader lease; exiting so that only one replica writes");
+            std::process::exit(1);
+        })),
+    };
+    Elector::start(client, lcfg, hooks).map_err(StartError::Leader)
 }
 
 /// Values owned elsewhere, read at scrape time.

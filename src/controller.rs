@@ -76,6 +76,8 @@ pub struct Settings {
     pub label_selector: String,
     /// Worker threads.
     pub workers: usize,
+    /// Leader election, when enabled: workers start only once this replica leads.
+    pub leader: Option<Arc<crate::leader::ElectorHandle>>,
 }
 
 /// A running controller; `shutdown` stops it.
@@ -159,10 +161,18 @@ impl Controller {
             let failures = Arc::clone(&failures);
             let obs = Arc::clone(&obs);
             let client = client.clone();
+            let leader = settings.leader.clone();
+            let stop = Arc::clone(&stop);
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("worker {i}"))
                     .spawn(move || {
+                        // Followers keep their watches and queue warm but do no work.
+                        if let Some(l) = &leader {
+                            if !l.wait_until_leader(&stop) {
+                                return;
+                            }
+                        }
                         let w = Worker {
                             reconciler: &reconciler,
                             queue: &queue,

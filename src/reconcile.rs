@@ -61,6 +61,8 @@ pub enum ReconcileError {
     },
     /// Writes kept conflicting with concurrent changes.
     TooManyConflicts,
+    /// This replica no longer holds the leader lease.
+    NotLeader,
 }
 
 impl ReconcileError {
@@ -83,6 +85,7 @@ impl fmt::Display for ReconcileError {
             ReconcileError::TooManyConflicts => {
                 write!(f, "gave up after {MAX_ATTEMPTS} conflicting writes")
             }
+            ReconcileError::NotLeader => f.write_str("not the leader; write skipped"),
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
     /// Recent token failures; see [`TokenGate`].
     pub token_gate: TokenGate,
+    /// Whether this replica may write now (leader election); checked before every write, so a
+    /// replica that could not renew its lease stops writing before another can take over.
+    pub may_write: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Keeps event-triggered passes from hammering Azure while a binding's token keeps failing.
@@ -252,6 +258,9 @@ impl Reconciler {
             let finalizers = obs.binding.meta.finalizers.clone();
             let mut conflicted = false;
             for w in &p.writes {
+                if !(self.may_write)() {
+                    return Err(ReconcileError::NotLeader);
+                }
                 match self.apply(key, w, &mut rv, &finalizers) {
                     Ok(()) => {
                         writes_made += 1;
