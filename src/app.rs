@@ -72,13 +72,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let client = kube::Client::new(&kube_cfg).map_err(StartError::Kube)?;
     log::info!("kubernetes API server {}", kube_cfg.server);
 
-    let mut http_cfg = HttpConfig::from_env().map_err(StartError::Azure)?;
-    for (host, addr) in &cfg.connect_to {
-        http_cfg
-            .connect_to
-            .push(ConnectTo::parse(&format!("{host}={addr}")).map_err(StartError::Azure)?);
-    }
-    let http = Arc::new(HttpClients::new(&http_cfg).map_err(StartError::Azure)?);
+    let http = azure_http(cfg).map_err(StartError::Azure)?;
     let upstream = Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint));
     let tokens = Arc::new(TokenService::new(upstream, Arc::new(SystemClock)));
 
@@ -175,6 +169,18 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// The Azure HTTP clients: `SSL_CERT_FILE`, proxy settings and `--connect-to` (shared with
+/// `acrpull check`, so it talks to Azure exactly as the controller does).
+pub fn azure_http(cfg: &Config) -> Result<Arc<HttpClients>, crate::azure::http::HttpSetupError> {
+    let mut http_cfg = HttpConfig::from_env()?;
+    for (host, addr) in &cfg.connect_to {
+        http_cfg
+            .connect_to
+            .push(ConnectTo::parse(&format!("{host}={addr}"))?);
+    }
+    Ok(Arc::new(HttpClients::new(&http_cfg)?))
 }
 
 /// Starts leader election on the Lease of `--leader-election-id`; losing the lease ends the process

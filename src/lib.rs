@@ -8,6 +8,7 @@
 pub mod app;
 pub mod azure;
 pub mod binding;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod events;

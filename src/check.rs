@@ -1,0 +1,1052 @@
+//! `acrpull check`: runs one binding's token flow step by step and reports each step, never a token.
+//!
+//! The binding is read from the cluster (or built from flags), checked against the allow-list,
+//! and then IMDS and the registry are asked directly, not through the controller's token cache,
+//! so the report says what Azure answers now. The report model is in `report` and the scope
+//! comparison in `access`; this file runs the flow and fills the report in.
+
+mod access;
+mod report;
+
+pub use access::{compare, format_grants, granted, Grant, Verdict};
+pub use report::{Outcome, Report, Step, STEPS};
+
+use std::fmt;
+
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use crate::azure::acr::AcrError;
+use crate::azure::error::HttpError;
+use crate::azure::http::HttpSetupError;
+use crate::azure::imds::{ImdsError, ManagedIdentity};
+use crate::azure::jwt;
+use crate::azure::SecretString;
+use crate::binding::{
+    format_time, ApiVersion, Binding, Environment, Identity, Spec, V1beta1Defaults,
+    V1BETA1_ARM_RESOURCE,
+};
+use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, OutputFormat};
+use crate::kube::{self, Resource};
+use crate::reconcile::ACR_AUDIENCE;
+use crate::suffix::AllowList;
+use crate::tokens::{AzureUpstream, TokenError, Upstream};
+
+/// Why the check could not run at all (as opposed to a step failing, which is in the report).
+#[derive(Debug)]
+pub enum CheckError {
+    /// The Azure HTTP clients could not be built (bad `SSL_CERT_FILE`, proxy, `--connect-to`).
+    Azure(HttpSetupError),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::Azure(e) => write!(f, "azure clients: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// A step failure found before any token exists: the reason and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What went wrong.
+    pub reason: String,
+    /// What the operator could do.
+    pub hint: Option<String>,
+}
+
+/// The binding to check, as resolved from the cluster or the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// What is checked, for the report's first line.
+    pub subject: String,
+    /// Where it came from (`cluster` or `flags`).
+    pub source: &'static str,
+    /// The decoded binding, or why there is none.
+    pub binding: Result<Binding, Problem>,
+}
+
+/// Runs the whole check against the real cluster and Azure.
+pub fn run(args: &CheckArgs) -> Result<Report, CheckError> {
+    let http = crate::app::azure_http(&args.config).map_err(CheckError::Azure)?;
+    let upstream = AzureUpstream::new(http, &args.config.imds_endpoint);
+    let resolved = resolve(args);
+    Ok(check(
+        &args.config,
+        resolved,
+        &upstream,
+        &OffsetDateTime::now_utc,
+    ))
+}
+
+/// The report in the chosen format, newline-terminated.
+pub fn render(report: &Report, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => format!("{}\n", report.to_json()),
+    }
+}
+
+/// Step 1's input: the binding read from the cluster, or built from the flags.
+fn resolve(args: &CheckArgs) -> Resolved {
+    match &args.target {
+        CheckTarget::Flags(f) => Resolved {
+            subject: format!(
+                "registry {} scope {:?} (given by flags)",
+                f.registry, f.scope
+            ),
+            source: "flags",
+            binding: Binding::decode(
+                ApiVersion::V1beta2,
+                &flag_binding_object(f),
+                &V1beta1Defaults::default(),
+            )
+            .map_err(|e| Problem {
+                reason: e.to_string(),
+                hint: None,
+            }),
+        },
+        CheckTarget::Cluster {
+            namespace,
+            name,
+            version,
+        } => Resolved {
+            subject: format!("{namespace}/{name} ({})", version.api_version()),
+            source: "cluster",
+            binding: read_binding(&args.config, namespace, name, *version),
+        },
+    }
+}
+
+/// GETs the binding and decodes it as the controller would.
+fn read_binding(
+    cfg: &Config,
+    namespace: &str,
+    name: &str,
+    version: ApiVersion,
+) -> Result<Binding, Problem> {
+    let no_hint = |reason: String| Problem { reason, hint: None };
+    let kube_cfg = kube::Config::load(cfg.kubeconfig.as_deref())
+        .map_err(|e| no_hint(format!("kubernetes connection: {e}")))?;
+    let client =
+        kube::Client::new(&kube_cfg).map_err(|e| no_hint(format!("kubernetes connection: {e}")))?;
+    let resource = match version {
+        ApiVersion::V1beta1 => Resource::ACR_PULL_BINDINGS_V1BETA1,
+        ApiVersion::V1beta2 => Resource::ACR_PULL_BINDINGS_V1BETA2,
+    };
+    let obj = client
+        .get(&resource.path(Some(namespace), Some(name), None))
+        .map_err(|e| read_problem(&e, namespace, name, version))?;
+    Binding::decode(version, &obj, &v1beta1_defaults(cfg)).map_err(|e| no_hint(e.to_string()))
+}
+
+fn read_problem(e: &kube::Error, namespace: &str, name: &str, version: ApiVersion) -> Problem {
+    if e.is_not_found() {
+        let other = match version {
+            ApiVersion::V1beta2 => "v1beta1",
+            ApiVersion::V1beta1 => "v1beta2",
+        };
+        return Problem {
+            reason: format!(
+                "AcrPullBinding {namespace}/{name} not found in {}",
+                version.api_version()
+            ),
+            hint: Some(format!(
+                "check --namespace and --name; a binding of the other API version needs --kind {other}"
+            )),
+        };
+    }
+    Problem {
+        reason: format!("reading the binding: {e}"),
+        hint: e
+            .is_forbidden()
+            .then(|| "the kubeconfig's user may not get AcrPullBindings here".to_string()),
+    }
+}
+
+/// The v1beta1 defaults from the environment, as the controller resolves them.
+fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
+    // Field by field, so fields added to the defaults later keep their `Default`.
+    #[allow(clippy::field_reassign_with_default)]
+    {
+        let mut d = V1beta1Defaults::default();
+        d.acr_server = cfg.env.acr_server.clone();
+        d.client_id = cfg.env.managed_identity_client_id.clone();
+        d.resource_id = cfg.env.managed_identity_resource_id.clone();
+        d.arm_resource = cfg
+            .env
+            .arm_resource
+            .clone()
+            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string());
+        d
+    }
+}
+
+/// A v1beta2 binding object holding what the flags describe, so flags and cluster bindings go
+/// through the same decoding and validation.
+pub fn flag_binding_object(f: &FlagBinding) -> Value {
+    let managed = match (&f.client_id, &f.resource_id) {
+        (Some(c), _) => json!({ "clientID": c }),
+        (None, Some(r)) => json!({ "resourceID": r }),
+        // An empty client ID is how v1beta2 names the node's system-assigned identity.
+        (None, None) => json!({ "clientID": "" }),
+    };
+    json!({
+        "apiVersion": ApiVersion::V1beta2.api_version(),
+        "kind": "AcrPullBinding",
+        "metadata": {
+            "name": "acrpull-check", "namespace": "default",
+            "uid": "acrpull-check", "resourceVersion": "0"
+        },
+        "spec": {
+            "acr": {"server": f.registry, "scope": f.scope, "environment": f.environment},
+            "auth": {"managedIdentity": managed},
+            "serviceAccountName": "default"
+        }
+    })
+}
+
+/// Runs the five steps for a resolved binding against `upstream`. The returned report is
+/// finished (unreached steps listed as skipped) and redacted of every token obtained.
+pub fn check(
+    cfg: &Config,
+    resolved: Resolved,
+    upstream: &dyn Upstream,
+    now: &dyn Fn() -> OffsetDateTime,
+) -> Report {
+    let mut report = Report::new(resolved.subject);
+    let mut secrets: Vec<SecretString> = Vec::new();
+    run_steps(
+        cfg,
+        resolved.source,
+        resolved.binding,
+        upstream,
+        now,
+        &mut report,
+        &mut secrets,
+    );
+    report.finish();
+    let exposed: Vec<&str> = secrets.iter().map(SecretString::expose).collect();
+    report.redact(&exposed);
+    report
+}
+
+fn run_steps(
+    cfg: &Config,
+    source: &'static str,
+    binding: Result<Binding, Problem>,
+    upstream: &dyn Upstream,
+    now: &dyn Fn() -> OffsetDateTime,
+    report: &mut Report,
+    secrets: &mut Vec<SecretString>,
+) {
+    // 1. The binding.
+    let (step, spec) = binding_step(source, binding);
+    report.push(step);
+    let Some(spec) = spec else { return };
+
+    // 2. The allow-list, before any token exists.
+    let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
+    let step = allow_step(&allow, &spec.server);
+    let allowed = step.outcome != Outcome::Failed;
+    report.push(step);
+    if !allowed {
+        return;
+    }
+
+    // 3. The Entra token (IMDS).
+    let audience = match cfg.entra_audience {
+        EntraAudience::Acr => ACR_AUDIENCE.to_string(),
+        EntraAudience::Arm => spec.arm_resource.clone().unwrap_or_default(),
+    };
+    let identity = match managed_identity(&spec.identity) {
+        Some(id) => id,
+        None => {
+            report.push(
+                Step::ok("entra token")
+                    .detail("identity", describe_identity(&spec.identity))
+                    .failed("workload identity is not supported by acrpull check yet")
+                    .hint("check the ServiceAccount's federated credential in Entra by hand"),
+            );
+            return;
+        }
+    };
+    let step = Step::ok("entra token")
+        .detail("via", format!("IMDS {}", cfg.imds_endpoint))
+        .detail("identity", describe_identity(&spec.identity))
+        .detail("requested audience", audience.clone());
+    let entra = match upstream.managed_identity_token(&identity, &audience, now()) {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(with_hint(step.failed(e.to_string()), entra_hint(&e)));
+            return;
+        }
+    };
+    secrets.push(entra.token.clone());
+    let payload = jwt::read_payload(entra.token.expose()).unwrap_or_default();
+    let mut step = step;
+    for (key, claim) in [
+        ("aud", "aud"),
+        ("oid", "oid"),
+        ("appid", "appid"),
+        ("azp", "azp"),
+        ("tid", "tid"),
+        ("resource id", "xms_mirid"),
+    ] {
+        if let Some(v) = claim_text(&payload, claim) {
+            step = step.detail(key, v);
+        }
+    }
+    report.push(step.detail("expires", describe_expiry(entra.expires, now())));
+    let principal = claim_text(&payload, "oid");
+
+    // 4. The registry refresh token.
+    let step = Step::ok("acr exchange").detail(
+        "endpoint",
+        format!("https://{}/oauth2/exchange", spec.server),
+    );
+    let refresh = match upstream.acr_refresh_token(&spec.server, &entra.token) {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(with_hint(
+                step.failed(e.to_string()),
+                exchange_hint(&e, cfg),
+            ));
+            return;
+        }
+    };
+    secrets.push(refresh.clone());
+    let unscoped = spec.scope.is_empty();
+    let step = expiry_step(step, refresh.expose(), now(), unscoped);
+    report.push(if unscoped {
+        step.detail(
+            "password",
+            "this refresh token (no scope: v1beta1 legacy mode, registry-wide)",
+        )
+    } else {
+        step
+    });
+
+    // 5. The scoped access token.
+    if unscoped {
+        report.push(Step::ok("acr token").skipped("the binding has no scope"));
+        return;
+    }
+    let step = Step::ok("acr token")
+        .detail("endpoint", format!("https://{}/oauth2/token", spec.server))
+        .detail("requested", spec.scope.clone());
+    let access = match upstream.acr_access_token(&spec.server, &refresh, &spec.scope) {
+        Ok(t) => t,
+        Err(e) => {
+            report.push(step.failed(e.to_string()));
+            return;
+        }
+    };
+    secrets.push(access.clone());
+    let payload = jwt::read_payload(access.expose()).unwrap_or_default();
+    let step = access_step(step, granted(&payload), &spec.scope, principal.as_deref());
+    report.push(expiry_step(step, access.expose(), now(), true));
+}
+
+fn with_hint(step: Step, hint: Option<String>) -> Step {
+    match hint {
+        Some(h) => step.hint(h),
+        None => step,
+    }
+}
+
+/// Step 1 from the resolved binding: its resolved fields, or why it cannot be used.
+fn binding_step(source: &'static str, binding: Result<Binding, Problem>) -> (Step, Option<Spec>) {
+    let step = Step::ok("binding").detail("source", source);
+    let b = match binding {
+        Ok(b) => b,
+        Err(p) => return (with_hint(step.failed(p.reason), p.hint), None),
+    };
+    let step = step.detail("api version", b.version.api_version());
+    let spec = match b.spec.clone() {
+        Ok(spec) => spec,
+        Err(e) => return (step.failed(e.to_string()), None),
+    };
+    let mut step = step
+        .detail("registry", spec.server.clone())
+        .detail(
+            "scope",
+            if spec.scope.is_empty() {
+                "(none)".to_string()
+            } else {
+                spec.scope.clone()
+            },
+        )
+        .detail("identity", describe_identity(&spec.identity));
+    if b.version == ApiVersion::V1beta2 {
+        step = step.detail("environment", spec.environment.name());
+    }
+    if source == "cluster" {
+        step = step
+            .detail("service account", spec.target_service_account.clone())
+            .detail("pull secret", b.secret_name());
+        if let Some(e) = &b.status.error {
+            step = step.detail("status error", e.clone());
+        }
+        if b.meta.deleting {
+            step = step.warning("the binding is being deleted");
+        }
+    }
+    if let Some(problem) = spec.problem() {
+        return (step.failed(problem.to_string()), None);
+    }
+    if let Environment::AirgappedCloud(_) = spec.environment {
+        step = step.detail(
+            "note",
+            "air-gapped cloud: the audience comes from cloudConfig",
+        );
+    }
+    (step, Some(spec))
+}
+
+/// Step 2: whether tokens may be sent to the registry at all.
+fn allow_step(allow: &AllowList, server: &str) -> Step {
+    let step = Step::ok("allow-list").detail(
+        "allowed",
+        match allow {
+            AllowList::Any => "* (any host)".to_string(),
+            AllowList::Suffixes(s) => s.join(", "),
+        },
+    );
+    match allow.check(server) {
+        Ok(addr) => step.detail("host", addr.authority()),
+        Err(e) => step.failed(e.to_string()).hint(
+            "fix the binding's server, or add its domain to --allowed-acr-server-suffixes \
+             (as the controller is started)",
+        ),
+    }
+}
+
+/// Step 5's verdict: the granted access against the requested scope.
+fn access_step(
+    step: Step,
+    grants: Option<Vec<Grant>>,
+    scope: &str,
+    principal: Option<&str>,
+) -> Step {
+    let Some(grants) = grants else {
+        return step.detail("granted", "unknown (the token has no access claim)");
+    };
+    let who = principal.map_or_else(|| "the identity".to_string(), |p| format!("object ID {p}"));
+    let grant_hint = format!(
+        "grant {who} AcrPull on the registry (or Container Registry Repository Reader on \
+         registries with ABAC repository permissions)"
+    );
+    let step = step.detail("granted", format_grants(&grants));
+    match compare(scope, &grants) {
+        Verdict::Full => step,
+        Verdict::Narrower { missing } => step
+            .warning(format!(
+                "narrower than requested; not granted: {}",
+                missing.join(" ")
+            ))
+            .hint(grant_hint),
+        Verdict::Nothing => step
+            .failed("the registry granted none of the requested access: pulls will be refused")
+            .hint(grant_hint),
+    }
+}
+
+/// Adds a registry token's expiry; an expired token (clock skew) is a warning.
+fn expiry_step(step: Step, token: &str, now: OffsetDateTime, required: bool) -> Step {
+    match jwt::read_claims(token) {
+        Ok(c) => {
+            let step = step.detail("expires", describe_expiry(c.expires, now));
+            if c.expires <= now {
+                step.warning("the token is already expired: is this machine's clock right?")
+            } else {
+                step
+            }
+        }
+        Err(e) if required => step.failed(AcrError::from(e).to_string()),
+        Err(_) => step.detail("expires", "unknown (not a JWT)"),
+    }
+}
+
+fn entra_hint(e: &TokenError) -> Option<String> {
+    match e {
+        TokenError::Imds(ImdsError::IdentityNotAssigned) => Some(
+            "assign this user-assigned identity to the nodes (VM scale set) acrpull runs on, \
+             or fix the client/resource ID"
+                .to_string(),
+        ),
+        TokenError::Imds(ImdsError::Http(_)) => Some(
+            "IMDS is only reachable from an Azure VM: run acrpull check where the controller \
+             runs (e.g. kubectl exec into its pod), or set --imds-endpoint"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+fn exchange_hint(e: &TokenError, cfg: &Config) -> Option<String> {
+    match e {
+        TokenError::Acr(AcrError::Exchange(HttpError::Status { status: 401, .. }))
+            if cfg.entra_audience == EntraAudience::Arm =>
+        {
+            Some(
+                "the registry refused the Entra token; if it has ARM-audience authentication \
+                 disabled, use --entra-audience acr"
+                    .to_string(),
+            )
+        }
+        TokenError::Acr(AcrError::Exchange(HttpError::Status { status: 404, .. })) => {
+            Some("is the server a container registry?".to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The IMDS identity of a managed-identity binding; `None` for workload identity.
+fn managed_identity(identity: &Identity) -> Option<ManagedIdentity> {
+    match identity {
+        Identity::ManagedClientId(id) => Some(ManagedIdentity::ClientId(id.clone())),
+        Identity::ManagedResourceId(id) => Some(ManagedIdentity::ResourceId(id.clone())),
+        Identity::SystemAssigned => Some(ManagedIdentity::System),
+        Identity::Workload { .. } => None,
+    }
+}
+
+/// Who asks for tokens, in words.
+pub fn describe_identity(identity: &Identity) -> String {
+    match identity {
+        Identity::ManagedClientId(id) => format!("managed identity, client ID {id}"),
+        Identity::ManagedResourceId(id) => format!("managed identity, resource ID {id}"),
+        Identity::SystemAssigned => "the node's system-assigned managed identity".to_string(),
+        Identity::Workload {
+            service_account_ref,
+            client_id,
+            tenant_id,
+        } => {
+            let mut s = format!("workload identity, service account {service_account_ref}");
+            if let (Some(c), Some(t)) = (client_id, tenant_id) {
+                s.push_str(&format!(", client ID {c}, tenant {t}"));
+            }
+            s
+        }
+    }
+}
+
+/// `2026-01-02T15:04:05Z (in 1h14m59s)`, or `(expired 3m0s ago)`.
+pub fn describe_expiry(expires: OffsetDateTime, now: OffsetDateTime) -> String {
+    let left = expires - now;
+    let when = format_time(expires);
+    if left.is_positive() {
+        format!("{when} (in {})", human(left))
+    } else {
+        format!("{when} (expired {} ago)", human(-left))
+    }
+}
+
+/// A duration as `1h2m3s`, `2m3s` or `3s`, whole seconds.
+fn human(d: time::Duration) -> String {
+    let s = d.whole_seconds().max(0);
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A claim shown in the report: strings as they are, the first entry of a list. Only called with
+/// the names of non-secret claims.
+fn claim_text(payload: &Map<String, Value>, name: &str) -> Option<String> {
+    match payload.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Array(list) => list.first().and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::entra::AssertionRequest;
+    use crate::azure::error::ErrorDetail;
+    use crate::azure::AccessToken;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use std::sync::Mutex;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(NOW).expect("a fixed valid time")
+    }
+
+    fn jwt(claims: Value) -> String {
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    /// Answers like Azure, with canned results, and records which calls were made.
+    struct FakeAzure {
+        entra: Result<AccessToken, TokenError>,
+        refresh: Result<SecretString, TokenError>,
+        access: Result<SecretString, TokenError>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeAzure {
+        fn working(access: Value) -> FakeAzure {
+            FakeAzure {
+                entra: Ok(AccessToken {
+                    token: SecretString::new(jwt(json!({
+                        "aud": "https://management.core.windows.net/", "exp": NOW + 86400,
+                        "oid": "oid-1", "appid": "client-1", "tid": "tenant-1",
+                        "xms_mirid": "/subscriptions/s/id1"
+                    }))),
+                    expires: now() + time::Duration::hours(24),
+                    refresh_at: None,
+                }),
+                refresh: Ok(SecretString::new(jwt(
+                    json!({"exp": NOW + 3 * 3600, "grant_type": "refresh_token"}),
+                ))),
+                access: Ok(SecretString::new(jwt(
+                    json!({"exp": NOW + 4500, "access": access}),
+                ))),
+                calls: Mutex::default(),
+            }
+        }
+
+        fn tokens(&self) -> Vec<String> {
+            let mut t = Vec::new();
+            if let Ok(e) = &self.entra {
+                t.push(e.token.expose().to_string());
+            }
+            for r in [&self.refresh, &self.access].into_iter().flatten() {
+                t.push(r.expose().to_string());
+            }
+            t
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls
+                .lock()
+                .expect("no test panics while holding it")
+                .clone()
+        }
+
+        fn called(&self, what: String) {
+            self.calls
+                .lock()
+                .expect("no test panics while holding it")
+                .push(what);
+        }
+    }
+
+    impl Upstream for FakeAzure {
+        fn managed_identity_token(
+            &self,
+            identity: &ManagedIdentity,
+            resource: &str,
+            _now: OffsetDateTime,
+        ) -> Result<AccessToken, TokenError> {
+            self.called(format!("imds {identity:?} {resource}"));
+            self.entra.clone()
+        }
+
+        fn client_assertion_token(
+            &self,
+            _request: &AssertionRequest<'_>,
+            _now: OffsetDateTime,
+        ) -> Result<AccessToken, TokenError> {
+            self.called("entra".into());
+            self.entra.clone()
+        }
+
+        fn acr_refresh_token(
+            &self,
+            registry: &str,
+            _entra_token: &SecretString,
+        ) -> Result<SecretString, TokenError> {
+            self.called(format!("exchange {registry}"));
+            self.refresh.clone()
+        }
+
+        fn acr_access_token(
+            &self,
+            registry: &str,
+            _refresh_token: &SecretString,
+            scope: &str,
+        ) -> Result<SecretString, TokenError> {
+            self.called(format!("token {registry} {scope}"));
+            self.access.clone()
+        }
+    }
+
+    fn flags(registry: &str, scope: &str) -> FlagBinding {
+        FlagBinding {
+            registry: registry.into(),
+            scope: scope.into(),
+            client_id: Some("client-1".into()),
+            resource_id: None,
+            environment: "PublicCloud".into(),
+        }
+    }
+
+    fn resolved(f: &FlagBinding) -> Resolved {
+        Resolved {
+            subject: "test".into(),
+            source: "flags",
+            binding: Binding::decode(
+                ApiVersion::V1beta2,
+                &flag_binding_object(f),
+                &V1beta1Defaults::default(),
+            )
+            .map_err(|e| Problem {
+                reason: e.to_string(),
+                hint: None,
+            }),
+        }
+    }
+
+    fn pull_app() -> Value {
+        json!([{"type": "repository", "name": "app", "actions": ["pull"]}])
+    }
+
+    fn step<'a>(r: &'a Report, name: &str) -> &'a Step {
+        r.steps
+            .iter()
+            .find(|s| s.name == name)
+            .expect("every step is listed")
+    }
+
+    fn detail<'a>(s: &'a Step, key: &str) -> Option<&'a str> {
+        s.details
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn assert_no_token(r: &Report, azure: &FakeAzure) {
+        let out = format!("{}{}", r.to_text(), r.to_json());
+        for t in azure.tokens() {
+            assert!(!out.contains(&t), "a token leaked into:\n{out}");
+            // Not even the signature-free part that identifies it.
+            let head: String = t
+                .split('.')
+                .nth(1)
+                .unwrap_or_default()
+                .chars()
+                .take(40)
+                .collect();
+            assert!(!out.contains(&head), "part of a token leaked into:\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_working_binding_reports_every_step_ok_with_claims_and_no_token() {
+        let azure = FakeAzure::working(pull_app());
+        let f = flags("r.azurecr.io", "repository:app:pull");
+        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        assert!(r.passed(), "{}", r.to_text());
+        assert!(
+            r.steps.iter().all(|s| s.outcome == Outcome::Ok),
+            "{}",
+            r.to_text()
+        );
+        let entra = step(&r, "entra token");
+        assert_eq!(
+            detail(entra, "aud"),
+            Some("https://management.core.windows.net/")
+        );
+        assert_eq!(detail(entra, "oid"), Some("oid-1"));
+        assert_eq!(detail(entra, "appid"), Some("client-1"));
+        assert_eq!(
+            detail(entra, "expires"),
+            Some("2027-01-16T08:00:00Z (in 24h0m0s)")
+        );
+        assert_eq!(
+            detail(step(&r, "acr exchange"), "expires"),
+            Some("2027-01-15T11:00:00Z (in 3h0m0s)")
+        );
+        let token = step(&r, "acr token");
+        assert_eq!(detail(token, "granted"), Some("repository:app:pull"));
+        assert_eq!(
+            detail(token, "expires"),
+            Some("2027-01-15T09:15:00Z (in 1h15m0s)")
+        );
+        assert_eq!(
+            azure.calls(),
+            vec![
+                "imds ClientId(\"client-1\") https://management.core.windows.net/".to_string(),
+                "exchange r.azurecr.io".into(),
+                "token r.azurecr.io repository:app:pull".into(),
+            ]
+        );
+        assert_no_token(&r, &azure);
+    }
+
+    #[test]
+    fn the_acr_audience_flag_changes_the_requested_audience() {
+        let azure = FakeAzure::working(pull_app());
+        let cfg = Config {
+            entra_audience: EntraAudience::Acr,
+            ..Config::default()
+        };
+        let r = check(
+            &cfg,
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        assert_eq!(
+            detail(step(&r, "entra token"), "requested audience"),
+            Some("https://containerregistry.azure.net")
+        );
+    }
+
+    #[test]
+    fn an_unknown_identity_fails_the_entra_step_with_a_hint_and_skips_the_rest() {
+        let mut azure = FakeAzure::working(pull_app());
+        azure.entra = Err(TokenError::Imds(ImdsError::IdentityNotAssigned));
+        let r = check(
+            &Config::default(),
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        assert!(!r.passed());
+        let s = step(&r, "entra token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("the requested identity isn't assigned to this resource")
+        );
+        assert!(s.hint.as_deref().is_some_and(|h| h.contains("assign")));
+        assert_eq!(step(&r, "acr exchange").outcome, Outcome::Skipped);
+        assert_eq!(azure.calls().len(), 1);
+    }
+
+    #[test]
+    fn a_disallowed_registry_fails_before_any_token_is_asked_for() {
+        let azure = FakeAzure::working(pull_app());
+        let f = flags("r.azurecr.io.attacker.example", "repository:app:pull");
+        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let s = step(&r, "allow-list");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("ACR server \"r.azurecr.io.attacker.example\" is not in the allowed ACR server suffixes: azurecr.io, azurecr.us, azurecr.cn")
+        );
+        assert!(azure.calls().is_empty());
+        assert_eq!(step(&r, "entra token").outcome, Outcome::Skipped);
+    }
+
+    #[test]
+    fn a_token_granting_nothing_fails_and_names_the_principal() {
+        let azure = FakeAzure::working(json!([]));
+        let r = check(
+            &Config::default(),
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        let s = step(&r, "acr token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(detail(s, "granted"), Some("none"));
+        assert!(s.hint.as_deref().is_some_and(|h| h.contains("oid-1")));
+        assert!(r
+            .to_text()
+            .ends_with("result: FAILED at step \"acr token\"\n"));
+    }
+
+    #[test]
+    fn a_narrower_grant_is_a_warning_and_still_passes() {
+        let azure = FakeAzure::working(pull_app());
+        let f = flags("r.azurecr.io", "repository:app:pull,push");
+        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        assert!(r.passed());
+        let s = step(&r, "acr token");
+        assert_eq!(s.outcome, Outcome::Warning);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("narrower than requested; not granted: repository:app:push")
+        );
+    }
+
+    #[test]
+    fn an_unscoped_v1beta1_binding_uses_the_refresh_token_and_skips_the_access_token() {
+        let azure = FakeAzure::working(pull_app());
+        let obj = json!({
+            "apiVersion": "msi-acrpull.microsoft.com/v1beta1", "kind": "AcrPullBinding",
+            "metadata": {"name": "b", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+            "spec": {"acrServer": "r.azurecr.io", "managedIdentityResourceID": "/subscriptions/s/id1"}
+        });
+        let binding = Binding::decode(ApiVersion::V1beta1, &obj, &V1beta1Defaults::default())
+            .map_err(|e| Problem {
+                reason: e.to_string(),
+                hint: None,
+            });
+        let res = Resolved {
+            subject: "ns/b".into(),
+            source: "cluster",
+            binding,
+        };
+        let r = check(&Config::default(), res, &azure, &now);
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!(
+            detail(step(&r, "binding"), "identity"),
+            Some("managed identity, resource ID /subscriptions/s/id1")
+        );
+        assert_eq!(
+            detail(step(&r, "entra token"), "requested audience"),
+            Some("https://management.azure.com/")
+        );
+        assert!(detail(step(&r, "acr exchange"), "password").is_some());
+        assert_eq!(step(&r, "acr token").outcome, Outcome::Skipped);
+        assert_eq!(azure.calls().len(), 2);
+    }
+
+    #[test]
+    fn an_error_body_echoing_a_token_is_redacted() {
+        let mut azure = FakeAzure::working(pull_app());
+        let entra = azure.tokens()[0].clone();
+        azure.refresh = Err(TokenError::Acr(AcrError::Exchange(HttpError::Status {
+            status: 401,
+            detail: Some(ErrorDetail {
+                error: Some("UNAUTHORIZED".into()),
+                description: Some(format!("bad token {entra}")),
+            }),
+        })));
+        let r = check(
+            &Config::default(),
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        let s = step(&r, "acr exchange");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert!(s
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("[redacted]")));
+        assert!(s
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("--entra-audience acr")));
+        assert_no_token(&r, &azure);
+    }
+
+    #[test]
+    fn workload_identity_is_reported_as_not_supported_yet() {
+        let azure = FakeAzure::working(pull_app());
+        let obj = json!({
+            "apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
+            "metadata": {"name": "b", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+            "spec": {"acr": {"server": "r.azurecr.io", "scope": "repository:app:pull"},
+                     "auth": {"workloadIdentity": {"serviceAccountRef": "wi"}},
+                     "serviceAccountName": "default"}
+        });
+        let binding = Binding::decode(ApiVersion::V1beta2, &obj, &V1beta1Defaults::default())
+            .map_err(|e| Problem {
+                reason: e.to_string(),
+                hint: None,
+            });
+        let res = Resolved {
+            subject: "ns/b".into(),
+            source: "cluster",
+            binding,
+        };
+        let r = check(&Config::default(), res, &azure, &now);
+        let s = step(&r, "entra token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert!(s
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not supported")));
+        assert!(azure.calls().is_empty());
+    }
+
+    #[test]
+    fn a_bad_spec_fails_the_binding_step() {
+        let azure = FakeAzure::working(pull_app());
+        let mut f = flags("r.azurecr.io", "repository:app:pull");
+        f.environment = "AirgappedCloud".into();
+        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let s = step(&r, "binding");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("a custom cloud configuration must be present for air-gapped cloud environments")
+        );
+        assert!(azure.calls().is_empty());
+    }
+
+    #[test]
+    fn flags_without_an_identity_mean_the_system_assigned_identity() {
+        let mut f = flags("r.azurecr.io", "repository:app:pull");
+        f.client_id = None;
+        let b = resolved(&f).binding.expect("the flag binding decodes");
+        assert_eq!(b.spec.map(|s| s.identity), Ok(Identity::SystemAssigned));
+        f.resource_id = Some("/subscriptions/s/id1".into());
+        let b = resolved(&f).binding.expect("the flag binding decodes");
+        assert_eq!(
+            b.spec.map(|s| s.identity),
+            Ok(Identity::ManagedResourceId("/subscriptions/s/id1".into()))
+        );
+    }
+
+    #[test]
+    fn expiries_read_as_time_and_distance() {
+        let t = now();
+        assert_eq!(
+            describe_expiry(t + time::Duration::seconds(59), t),
+            "2027-01-15T08:00:59Z (in 59s)"
+        );
+        assert_eq!(
+            describe_expiry(t - time::Duration::seconds(180), t),
+            "2027-01-15T07:57:00Z (expired 3m0s ago)"
+        );
+    }
+
+    #[test]
+    fn an_expired_registry_token_is_a_warning_about_the_clock() {
+        let mut azure = FakeAzure::working(pull_app());
+        azure.access = Ok(SecretString::new(jwt(
+            json!({"exp": NOW - 10, "access": pull_app()}),
+        )));
+        let r = check(
+            &Config::default(),
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        let s = step(&r, "acr token");
+        assert_eq!(s.outcome, Outcome::Warning);
+        assert!(s.reason.as_deref().is_some_and(|r| r.contains("clock")));
+    }
+
+    #[test]
+    fn an_access_token_that_is_not_a_jwt_fails_like_the_controller() {
+        let mut azure = FakeAzure::working(pull_app());
+        azure.access = Ok(SecretString::new("opaque"));
+        let r = check(
+            &Config::default(),
+            resolved(&flags("r.azurecr.io", "repository:app:pull")),
+            &azure,
+            &now,
+        );
+        let s = step(&r, "acr token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("failed to parse ACR access token")
+        );
+    }
+}
