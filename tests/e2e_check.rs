@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use acrpull_testkit::azure::Audiences;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{binding_v1beta1, binding_v1beta2, identity, World, REGISTRY};
 use serde_json::Value;
@@ -294,5 +295,40 @@ fn flags_naming_no_binding_are_a_usage_error() {
         run.stderr.contains("acrpull check --help"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn a_registry_refusing_arm_tokens_points_at_the_acr_audience() {
+    let w = World::start();
+    let strict = "strict.azurecr.io";
+    w.add_registry(strict, Audiences::AcrOnly);
+    w.grant(&identity(1).object_id, strict, "*", &["pull"]);
+    let client = format!("--client-id={}", identity(1).client_id);
+    let registry = format!("--registry={strict}");
+    let flags = [registry.as_str(), "--scope=repository:app:pull", &client];
+
+    let run = check(&w, &flags);
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert_step(&run, "acr exchange", "FAILED");
+    assert!(
+        run.stdout
+            .contains("failed to exchange AAD access token for ACR refresh token"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("--entra-audience acr"),
+        "{}",
+        run.stdout
+    );
+
+    let mut with_acr = flags.to_vec();
+    with_acr.push("--entra-audience=acr");
+    let run = check(&w, &with_acr);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert_eq!(
+        detail(&run, "aud"),
+        Some("https://containerregistry.azure.net")
     );
 }
