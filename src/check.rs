@@ -58,13 +58,31 @@ pub struct Problem {
     pub hint: Option<String>,
 }
 
+/// Where the checked binding came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the cluster.
+    Cluster,
+    /// Described by command-line flags.
+    Flags,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Cluster => "cluster",
+            Source::Flags => "flags",
+        }
+    }
+}
+
 /// The binding to check, as resolved from the cluster or the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// What is checked, for the report's first line.
     pub subject: String,
-    /// Where it came from (`cluster` or `flags`).
-    pub source: &'static str,
+    /// Where it came from.
+    pub source: Source,
     /// The decoded binding, or why there is none.
     pub binding: Result<Binding, Problem>,
 }
@@ -98,7 +116,7 @@ fn resolve(args: &CheckArgs) -> Resolved {
                 "registry {} scope {:?} (given by flags)",
                 f.registry, f.scope
             ),
-            source: "flags",
+            source: Source::Flags,
             binding: Binding::decode(
                 ApiVersion::V1beta2,
                 &flag_binding_object(f),
@@ -115,7 +133,7 @@ fn resolve(args: &CheckArgs) -> Resolved {
             version,
         } => Resolved {
             subject: format!("{namespace}/{name} ({})", version.api_version()),
-            source: "cluster",
+            source: Source::Cluster,
             binding: read_binding(&args.config, namespace, name, *version),
         },
     }
@@ -217,138 +235,165 @@ pub fn check(
     upstream: &dyn Upstream,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Report {
-    let mut report = Report::new(resolved.subject);
-    let mut secrets: Vec<SecretString> = Vec::new();
-    run_steps(
+    let mut flow = Flow {
         cfg,
-        resolved.source,
-        resolved.binding,
         upstream,
         now,
-        &mut report,
-        &mut secrets,
-    );
+        report: Report::new(resolved.subject),
+        secrets: Vec::new(),
+    };
+    flow.run(resolved.source, resolved.binding);
+    let Flow {
+        mut report,
+        secrets,
+        ..
+    } = flow;
     report.finish();
     let exposed: Vec<&str> = secrets.iter().map(SecretString::expose).collect();
     report.redact(&exposed);
     report
 }
 
-fn run_steps(
-    cfg: &Config,
-    source: &'static str,
-    binding: Result<Binding, Problem>,
-    upstream: &dyn Upstream,
-    now: &dyn Fn() -> OffsetDateTime,
-    report: &mut Report,
-    secrets: &mut Vec<SecretString>,
-) {
-    // 1. The binding.
-    let (step, spec) = binding_step(source, binding);
-    report.push(step);
-    let Some(spec) = spec else { return };
+/// One run of the flow: each step pushes its report entry and hands the next step its input,
+/// or `None` when it failed and the flow stops.
+struct Flow<'a> {
+    cfg: &'a Config,
+    upstream: &'a dyn Upstream,
+    now: &'a dyn Fn() -> OffsetDateTime,
+    report: Report,
+    /// Every token obtained, so the finished report can be scrubbed of them.
+    secrets: Vec<SecretString>,
+}
 
-    // 2. The allow-list, before any token exists.
-    let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
-    let step = allow_step(&allow, &spec.server);
-    let allowed = step.outcome != Outcome::Failed;
-    report.push(step);
-    if !allowed {
-        return;
+impl Flow<'_> {
+    fn run(&mut self, source: Source, binding: Result<Binding, Problem>) {
+        let (step, spec) = binding_step(source, binding);
+        self.report.push(step);
+        let Some(spec) = spec else { return };
+        if !self.allow_list(&spec.server) {
+            return;
+        }
+        let Some((entra, principal)) = self.entra_token(&spec) else {
+            return;
+        };
+        let Some(refresh) = self.exchange(&spec, &entra) else {
+            return;
+        };
+        self.access_token(&spec, &refresh, principal.as_deref());
     }
 
-    // 3. The Entra token (IMDS).
-    let audience = match cfg.entra_audience {
-        EntraAudience::Acr => ACR_AUDIENCE.to_string(),
-        EntraAudience::Arm => spec.arm_resource.clone().unwrap_or_default(),
-    };
-    let identity = match managed_identity(&spec.identity) {
-        Some(id) => id,
-        None => {
-            report.push(
-                Step::ok("entra token")
-                    .detail("identity", describe_identity(&spec.identity))
+    /// Step 2: tokens may only be sent to an allowed registry.
+    fn allow_list(&mut self, server: &str) -> bool {
+        let allow = AllowList::from_flag(self.cfg.allowed_acr_server_suffixes.as_deref());
+        let step = allow_step(&allow, server);
+        let allowed = step.outcome != Outcome::Failed;
+        self.report.push(step);
+        allowed
+    }
+
+    /// Step 3: the Entra token from IMDS, with its audience, expiry and principal claims.
+    /// Returns the token and the principal's object ID.
+    fn entra_token(&mut self, spec: &Spec) -> Option<(SecretString, Option<String>)> {
+        let audience = match self.cfg.entra_audience {
+            EntraAudience::Acr => ACR_AUDIENCE.to_string(),
+            EntraAudience::Arm => spec.arm_resource.clone().unwrap_or_default(),
+        };
+        let step = Step::ok("entra token");
+        let Some(identity) = managed_identity(&spec.identity) else {
+            self.report.push(
+                step.detail("identity", describe_identity(&spec.identity))
                     .failed("workload identity is not supported by acrpull check yet")
                     .hint("check the ServiceAccount's federated credential in Entra by hand"),
             );
-            return;
+            return None;
+        };
+        let mut step = step
+            .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
+            .detail("identity", describe_identity(&spec.identity))
+            .detail("requested audience", audience.clone());
+        let token = match self
+            .upstream
+            .managed_identity_token(&identity, &audience, (self.now)())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.report
+                    .push(with_hint(step.failed(e.to_string()), entra_hint(&e)));
+                return None;
+            }
+        };
+        self.secrets.push(token.token.clone());
+        let payload = jwt::read_payload(token.token.expose()).unwrap_or_default();
+        for (key, claim) in [
+            ("aud", "aud"),
+            ("oid", "oid"),
+            ("appid", "appid"),
+            ("azp", "azp"),
+            ("tid", "tid"),
+            ("resource id", "xms_mirid"),
+        ] {
+            if let Some(v) = claim_text(&payload, claim) {
+                step = step.detail(key, v);
+            }
         }
-    };
-    let step = Step::ok("entra token")
-        .detail("via", format!("IMDS {}", cfg.imds_endpoint))
-        .detail("identity", describe_identity(&spec.identity))
-        .detail("requested audience", audience.clone());
-    let entra = match upstream.managed_identity_token(&identity, &audience, now()) {
-        Ok(t) => t,
-        Err(e) => {
-            report.push(with_hint(step.failed(e.to_string()), entra_hint(&e)));
-            return;
-        }
-    };
-    secrets.push(entra.token.clone());
-    let payload = jwt::read_payload(entra.token.expose()).unwrap_or_default();
-    let mut step = step;
-    for (key, claim) in [
-        ("aud", "aud"),
-        ("oid", "oid"),
-        ("appid", "appid"),
-        ("azp", "azp"),
-        ("tid", "tid"),
-        ("resource id", "xms_mirid"),
-    ] {
-        if let Some(v) = claim_text(&payload, claim) {
-            step = step.detail(key, v);
-        }
+        self.report
+            .push(step.detail("expires", describe_expiry(token.expires, (self.now)())));
+        Some((token.token, claim_text(&payload, "oid")))
     }
-    report.push(step.detail("expires", describe_expiry(entra.expires, now())));
-    let principal = claim_text(&payload, "oid");
 
-    // 4. The registry refresh token.
-    let step = Step::ok("acr exchange").detail(
-        "endpoint",
-        format!("https://{}/oauth2/exchange", spec.server),
-    );
-    let refresh = match upstream.acr_refresh_token(&spec.server, &entra.token) {
-        Ok(t) => t,
-        Err(e) => {
-            report.push(with_hint(
-                step.failed(e.to_string()),
-                exchange_hint(&e, cfg),
+    /// Step 4: the registry refresh token (the pull password itself when there is no scope).
+    fn exchange(&mut self, spec: &Spec, entra: &SecretString) -> Option<SecretString> {
+        let step = Step::ok("acr exchange").detail(
+            "endpoint",
+            format!("https://{}/oauth2/exchange", spec.server),
+        );
+        let refresh = match self.upstream.acr_refresh_token(&spec.server, entra) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report.push(with_hint(
+                    step.failed(e.to_string()),
+                    exchange_hint(&e, self.cfg),
+                ));
+                return None;
+            }
+        };
+        self.secrets.push(refresh.clone());
+        let unscoped = spec.scope.is_empty();
+        let step = expiry_step(step, refresh.expose(), (self.now)(), unscoped);
+        if unscoped {
+            self.report.push(step.detail(
+                "password",
+                "this refresh token (no scope: v1beta1 legacy mode, registry-wide)",
             ));
-            return;
+            self.report
+                .push(Step::ok("acr token").skipped("the binding has no scope"));
+            return None;
         }
-    };
-    secrets.push(refresh.clone());
-    let unscoped = spec.scope.is_empty();
-    let step = expiry_step(step, refresh.expose(), now(), unscoped);
-    report.push(if unscoped {
-        step.detail(
-            "password",
-            "this refresh token (no scope: v1beta1 legacy mode, registry-wide)",
-        )
-    } else {
-        step
-    });
-
-    // 5. The scoped access token.
-    if unscoped {
-        report.push(Step::ok("acr token").skipped("the binding has no scope"));
-        return;
+        self.report.push(step);
+        Some(refresh)
     }
-    let step = Step::ok("acr token")
-        .detail("endpoint", format!("https://{}/oauth2/token", spec.server))
-        .detail("requested", spec.scope.clone());
-    let access = match upstream.acr_access_token(&spec.server, &refresh, &spec.scope) {
-        Ok(t) => t,
-        Err(e) => {
-            report.push(step.failed(e.to_string()));
-            return;
-        }
-    };
-    secrets.push(access.clone());
-    let payload = jwt::read_payload(access.expose()).unwrap_or_default();
-    let step = access_step(step, granted(&payload), &spec.scope, principal.as_deref());
-    report.push(expiry_step(step, access.expose(), now(), true));
+
+    /// Step 5: the scoped access token, its expiry and what it grants against what was asked.
+    fn access_token(&mut self, spec: &Spec, refresh: &SecretString, principal: Option<&str>) {
+        let step = Step::ok("acr token")
+            .detail("endpoint", format!("https://{}/oauth2/token", spec.server))
+            .detail("requested", spec.scope.clone());
+        let access = match self
+            .upstream
+            .acr_access_token(&spec.server, refresh, &spec.scope)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.report.push(step.failed(e.to_string()));
+                return;
+            }
+        };
+        self.secrets.push(access.clone());
+        let payload = jwt::read_payload(access.expose()).unwrap_or_default();
+        let step = access_step(step, granted(&payload), &spec.scope, principal);
+        self.report
+            .push(expiry_step(step, access.expose(), (self.now)(), true));
+    }
 }
 
 fn with_hint(step: Step, hint: Option<String>) -> Step {
@@ -359,8 +404,8 @@ fn with_hint(step: Step, hint: Option<String>) -> Step {
 }
 
 /// Step 1 from the resolved binding: its resolved fields, or why it cannot be used.
-fn binding_step(source: &'static str, binding: Result<Binding, Problem>) -> (Step, Option<Spec>) {
-    let step = Step::ok("binding").detail("source", source);
+fn binding_step(source: Source, binding: Result<Binding, Problem>) -> (Step, Option<Spec>) {
+    let step = Step::ok("binding").detail("source", source.as_str());
     let b = match binding {
         Ok(b) => b,
         Err(p) => return (with_hint(step.failed(p.reason), p.hint), None),
@@ -384,7 +429,7 @@ fn binding_step(source: &'static str, binding: Result<Binding, Problem>) -> (Ste
     if b.version == ApiVersion::V1beta2 {
         step = step.detail("environment", spec.environment.name());
     }
-    if source == "cluster" {
+    if source == Source::Cluster {
         step = step
             .detail("service account", spec.target_service_account.clone())
             .detail("pull secret", b.secret_name());
@@ -702,7 +747,7 @@ mod tests {
     fn resolved(f: &FlagBinding) -> Resolved {
         Resolved {
             subject: "test".into(),
-            source: "flags",
+            source: Source::Flags,
             binding: Binding::decode(
                 ApiVersion::V1beta2,
                 &flag_binding_object(f),
@@ -895,7 +940,7 @@ mod tests {
             });
         let res = Resolved {
             subject: "ns/b".into(),
-            source: "cluster",
+            source: Source::Cluster,
             binding,
         };
         let r = check(&Config::default(), res, &azure, &now);
@@ -960,7 +1005,7 @@ mod tests {
             });
         let res = Resolved {
             subject: "ns/b".into(),
-            source: "cluster",
+            source: Source::Cluster,
             binding,
         };
         let r = check(&Config::default(), res, &azure, &now);
