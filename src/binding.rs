@@ -106,6 +106,27 @@ pub struct Status {
     pub token_expiration_time: Option<OffsetDateTime>,
     /// The current error, `None` when empty or absent.
     pub error: Option<String>,
+    /// `status.conditions` as observed (ours: `Ready`, `TokenValid`).
+    pub conditions: Vec<Condition>,
+    /// `status.observedGeneration` as observed.
+    pub observed_generation: Option<i64>,
+}
+
+/// One entry of `status.conditions`, as Kubernetes' `metav1.Condition` has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// `Ready` or `TokenValid`.
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When `status` last changed, RFC 3339 as written.
+    pub last_transition_time: String,
+    /// The generation the condition was computed for.
+    pub observed_generation: Option<i64>,
 }
 
 /// Air-gapped cloud endpoints (`spec.acr.cloudConfig`).
@@ -490,7 +511,31 @@ fn decode_status(status: Option<&Value>) -> Status {
         last_token_refresh_time: get("lastTokenRefreshTime").and_then(parse_time),
         token_expiration_time: get("tokenExpirationTime").and_then(parse_time),
         error: get("error").filter(|e| !e.is_empty()).map(str::to_string),
+        conditions: status
+            .and_then(|s| s.get("conditions"))
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(decode_condition).collect())
+            .unwrap_or_default(),
+        observed_generation: status
+            .and_then(|s| s.get("observedGeneration"))
+            .and_then(Value::as_i64),
     }
+}
+
+fn decode_condition(c: &Value) -> Option<Condition> {
+    let text = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(MAX_FIELD_BYTES).collect::<String>())
+    };
+    Some(Condition {
+        type_: text("type")?,
+        status: text("status").unwrap_or_default(),
+        reason: text("reason").unwrap_or_default(),
+        message: text("message").unwrap_or_default(),
+        last_transition_time: text("lastTransitionTime").unwrap_or_default(),
+        observed_generation: c.get("observedGeneration").and_then(Value::as_i64),
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod app;
 pub mod azure;
 pub mod binding;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod events;
 pub mod hash;

@@ -249,11 +249,12 @@ impl Reconciler {
                 }
                 done => done,
             };
-            let Outcome::Done(p) = outcome else {
+            let Outcome::Done(mut p) = outcome else {
                 // The planner asks for a token only once per observation; asking again would
                 // mean it ignored the one we gave it.
                 return Err(ReconcileError::TooManyConflicts);
             };
+            add_conditions(&obs.binding, &mut p, now);
             let mut rv = obs.binding.meta.resource_version.clone();
             let finalizers = obs.binding.meta.finalizers.clone();
             let mut conflicted = false;
@@ -556,6 +557,38 @@ impl Reconciler {
                 "get secret {ns}/{name}"
             ))(e))),
         }
+    }
+}
+
+/// Adds `Ready`/`TokenValid` conditions and `observedGeneration` to the pass: merged into its
+/// status write, or as a write of their own when only they are stale. A failing binding is also
+/// revisited when its token expires, so `TokenValid` turns false on time.
+fn add_conditions(b: &crate::binding::Binding, p: &mut plan::Plan, now: OffsetDateTime) {
+    if b.meta.deleting {
+        return;
+    }
+    let written_expiry = p.writes.iter().rev().find_map(|w| match w {
+        Write::UpdateStatus { status } => status["tokenExpirationTime"]
+            .as_str()
+            .and_then(crate::binding::parse_time),
+        _ => None,
+    });
+    let expires = written_expiry.or(b.status.token_expiration_time);
+    if p.error.is_some() && p.refresh_at.is_none() {
+        p.refresh_at = expires
+            .filter(|e| *e > now)
+            .map(|e| e + time::Duration::seconds(1));
+    }
+    let Some(extra) = crate::conditions::status_patch(b, p.error.as_deref(), expires, now) else {
+        return;
+    };
+    let existing = p.writes.iter_mut().find_map(|w| match w {
+        Write::UpdateStatus { status } => Some(status),
+        _ => None,
+    });
+    match (existing, extra) {
+        (Some(Value::Object(status)), Value::Object(more)) => status.extend(more),
+        (_, extra) => p.writes.push(Write::UpdateStatus { status: extra }),
     }
 }
 

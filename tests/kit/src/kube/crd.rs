@@ -12,9 +12,13 @@ enum Schema {
     Str,
     /// An object with these known properties; anything else is pruned.
     Obj(&'static [(&'static str, Schema)]),
+    /// An integer.
+    Int,
+    /// A list of objects kept as they are (`status.conditions`: metav1.Condition entries).
+    List,
 }
 
-use Schema::{Obj, Str};
+use Schema::{Int, List, Obj, Str};
 
 static V1BETA2: Schema = Obj(&[
     (
@@ -61,6 +65,8 @@ static V1BETA2: Schema = Obj(&[
             ("lastTokenRefreshTime", Str),
             ("tokenExpirationTime", Str),
             ("error", Str),
+            ("conditions", List),
+            ("observedGeneration", Int),
         ]),
     ),
 ]);
@@ -82,6 +88,8 @@ static V1BETA1: Schema = Obj(&[
             ("lastTokenRefreshTime", Str),
             ("tokenExpirationTime", Str),
             ("error", Str),
+            ("conditions", List),
+            ("observedGeneration", Int),
         ]),
     ),
 ]);
@@ -109,6 +117,8 @@ fn type_name(v: &Value) -> &'static str {
 fn prune(v: &mut Value, s: &Schema, path: &str, errs: &mut Vec<String>) {
     match (s, &mut *v) {
         (Str, Value::String(_)) => {}
+        (Int, Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        (List, Value::Array(_)) => {}
         (Obj(fields), Value::Object(m)) => {
             m.retain(|k, _| fields.iter().any(|(f, _)| f == k));
             for (k, child) in m.iter_mut() {
@@ -126,6 +136,8 @@ fn prune(v: &mut Value, s: &Schema, path: &str, errs: &mut Vec<String>) {
             let want = match s {
                 Str => "string",
                 Obj(_) => "object",
+                Int => "integer",
+                List => "array",
             };
             let got = type_name(other);
             errs.push(format!("{path}: Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""));
