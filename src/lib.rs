@@ -26,3 +26,4 @@ pub mod signals;
 pub mod store;
 pub mod suffix;
 pub mod tokens;
+pub mod workload;
