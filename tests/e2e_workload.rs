@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::azure::{Audiences, LoggedRequest};
-use acrpull_testkit::kube::{Policies, BINDINGS_V1BETA2};
+use acrpull_testkit::kube::{Policies, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
     binding_v1beta2, binding_v1beta2_workload, identity, AcrpullOptions, World,
     AIRGAPPED_AUTHORITY_HOST, CONTROLLER_USER, REGISTRY, SA_TOKEN_AUDIENCE, TENANT,
@@ -202,6 +202,14 @@ fn workload_identity_without_annotations_is_a_status_error() {
         "service account delegate missing azure.workload.identity/client-id annotation"
     );
     assert!(w.api.token_requests().is_empty());
+    w.wait_for("an Event about the binding", WAIT, || {
+        w.api.list(EVENTS, Some("default")).into_iter().find(|ev| {
+            ev["regarding"]["name"] == "b"
+                && ev["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("missing azure.workload.identity/client-id"))
+        })
+    });
 }
 
 // Upstream bug: serviceAccountRef was ignored. The token is minted for the referenced SA and
@@ -577,4 +585,36 @@ fn another_audience_is_denied_by_the_chart_policy_and_reported() {
     let e = failed_with(&w, "b", "failed to mint service account token: ");
     assert!(e.contains("controller-token-request-policy"), "{e}");
     assert!(w.api.token_requests().is_empty());
+}
+
+#[test]
+fn switching_the_audience_mode_re_mints_at_once() {
+    let mut w = World::start();
+    let p = start(&mut w, &[]);
+    create(
+        &w,
+        binding_v1beta2(
+            "default",
+            "b",
+            REGISTRY,
+            SCOPE,
+            &identity(1).client_id,
+            "default",
+        ),
+    );
+    let first = fulfilled(&w, "b");
+    drop(p);
+    let _p = start(&mut w, &["--entra-audience=acr"]);
+    let second = w.wait_for("a re-minted secret", WAIT, || {
+        let s = w.api.get("secrets", "default", "acr-pull-b")?;
+        (s["data"] != first["data"]).then_some(s)
+    });
+    assert_ne!(
+        second["metadata"]["annotations"]["acr.microsoft.com/token.inputs"],
+        first["metadata"]["annotations"]["acr.microsoft.com/token.inputs"]
+    );
+    assert!(w
+        .azure_requests("imds")
+        .iter()
+        .any(|r| r.scope.as_deref() == Some("https://containerregistry.azure.net")));
 }
