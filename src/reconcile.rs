@@ -532,14 +532,26 @@ impl Reconciler {
 /// The status message for a failed token flow, with upstream's prefixes. A ServiceAccount token
 /// that could not be minted keeps its own prefix (`failed to mint service account token: `).
 fn token_error_message(version: ApiVersion, e: &TokenError) -> String {
-    match (version, e) {
+    let msg = match (version, e) {
         (ApiVersion::V1beta1, _) => format!("failed to retrieve ACR access token: {e}"),
         (ApiVersion::V1beta2, TokenError::Assertion(a)) => a.to_string(),
         (ApiVersion::V1beta2, e) if e.stage() == TokenStage::Entra => {
             format!("failed to retrieve ARM token: {e}")
         }
         (ApiVersion::V1beta2, e) => format!("failed to retrieve ACR token: {e}"),
+    };
+    without_trace(msg)
+}
+
+/// Drops what Entra appends to every error description (`Trace ID: … Correlation ID: …
+/// Timestamp: …`). Those change on every attempt; kept, each failure would rewrite status, and
+/// the status write would wake the binding again at once instead of after its backoff.
+fn without_trace(mut msg: String) -> String {
+    if let Some(at) = msg.find("Trace ID:") {
+        msg.truncate(at);
+        msg.truncate(msg.trim_end().len());
     }
+    msg
 }
 
 /// A stable name for a node identity, for the cross-tenant assertion's cache key.
@@ -576,5 +588,45 @@ fn describe(w: &Write) -> String {
         Write::DeleteSecret { name, .. } => format!("delete secret {name}"),
         Write::PatchServiceAccount { name, .. } => format!("patch serviceaccount {name}"),
         Write::UpdateStatus { .. } => "update status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::entra::EntraError;
+    use crate::azure::error::ErrorDetail;
+    use crate::tokens::AssertionError;
+    use crate::workload::WorkloadError;
+
+    fn entra_refusal() -> TokenError {
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found. Trace ID: 1234 Correlation ID: 5678 Timestamp: 2026-01-01 00:00:00Z"}"#;
+        TokenError::Entra(EntraError::Status {
+            status: 400,
+            detail: ErrorDetail::from_body(body),
+        })
+    }
+
+    #[test]
+    fn entra_errors_keep_error_and_description_but_not_the_per_attempt_trace() {
+        let msg = token_error_message(ApiVersion::V1beta2, &entra_refusal());
+        assert_eq!(
+            msg,
+            "failed to retrieve ARM token: entra token request failed with status 400: \
+             invalid_client: AADSTS700213: No matching federated identity record found."
+        );
+    }
+
+    #[test]
+    fn a_service_account_token_failure_keeps_its_own_prefix() {
+        let e = TokenError::Assertion(AssertionError::new(WorkloadError::ServiceAccountNotFound {
+            name: "sa".into(),
+        }));
+        assert_eq!(
+            token_error_message(ApiVersion::V1beta2, &e),
+            "failed to mint service account token: service account \"sa\" not found"
+        );
+        assert!(token_error_message(ApiVersion::V1beta1, &e)
+            .starts_with("failed to retrieve ACR access token: "));
     }
 }

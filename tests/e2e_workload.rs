@@ -618,3 +618,23 @@ fn switching_the_audience_mode_re_mints_at_once() {
         .iter()
         .any(|r| r.scope.as_deref() == Some("https://containerregistry.azure.net")));
 }
+
+// Entra's descriptions end with a per-attempt trace ID and timestamp; kept in status, every
+// failure rewrote status and the write woke the binding at once (about 15 Entra calls a second).
+#[test]
+fn a_persistent_entra_refusal_backs_off_instead_of_looping() {
+    let mut w = World::start();
+    w.service_account("default", "delegate", annotated(APP, TENANT));
+    w.federate_service_account("default", "someone-else", APP, TENANT);
+    let _p = start(&mut w, &[]);
+    create(
+        &w,
+        binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),
+    );
+    let e = failed_with(&w, "b", "failed to retrieve ARM token: ");
+    assert!(!e.contains("Trace ID"), "{e}");
+    // A rate bound needs a window of real time.
+    std::thread::sleep(Duration::from_secs(4));
+    let calls = entra_requests(&w).len();
+    assert!(calls <= 4, "{calls} Entra calls in about 4 s");
+}
