@@ -18,8 +18,11 @@ pub const TOKEN_VALID: &str = "TokenValid";
 
 /// The CamelCase reason for a binding error, from its (upstream-compatible) text.
 pub fn reason_for(error: &str) -> &'static str {
-    if error.starts_with("service account") {
+    if error.starts_with("service account") && error.ends_with("not found") {
         "ServiceAccountNotFound"
+    } else if error.starts_with("service account") {
+        // `service account x missing azure.workload.identity/client-id annotation`
+        "InvalidSpec"
     } else if error.starts_with("ACR server") {
         "ServerNotAllowed"
     } else if error.starts_with("failed to retrieve") || error.starts_with("failed to mint") {

@@ -44,7 +44,14 @@ static V1BETA2: Schema = Obj(&[
                 Obj(&[
                     (
                         "managedIdentity",
-                        Obj(&[("clientID", Str), ("resourceID", Str)]),
+                        Obj(&[
+                            ("clientID", Str),
+                            ("resourceID", Str),
+                            (
+                                "federatedApplication",
+                                Obj(&[("tenantID", Str), ("clientID", Str)]),
+                            ),
+                        ]),
                     ),
                     (
                         "workloadIdentity",
@@ -253,6 +260,13 @@ fn v1beta2(obj: &mut Value, errs: &mut Vec<String>) {
                 errs,
             );
         }
+        let fed = &mi["federatedApplication"];
+        if fed.is_object() {
+            let path = "spec.auth.managedIdentity.federatedApplication";
+            required(fed, path, &["tenantID", "clientID"], errs);
+            min_len(fed, path, "tenantID", errs);
+            min_len(fed, path, "clientID", errs);
+        }
         let wi = &auth["workloadIdentity"];
         if wi.is_object() {
             required(
@@ -376,6 +390,24 @@ mod tests {
         assert!(validate(&BINDINGS_V1BETA2, "b", &mut airgap).is_err());
         airgap["spec"]["acr"]["cloudConfig"] = json!({"entraAuthorityHost": "https://login.example", "resourceManagerAudience": "https://mgmt.example"});
         validate(&BINDINGS_V1BETA2, "b", &mut airgap).unwrap();
+    }
+
+    #[test]
+    fn federated_application_is_kept_and_needs_both_ids() {
+        let mut fed = good();
+        fed["spec"]["auth"]["managedIdentity"]["federatedApplication"] =
+            json!({"tenantID": "t", "clientID": "app", "junk": 1});
+        validate(&BINDINGS_V1BETA2, "b", &mut fed).unwrap();
+        assert_eq!(
+            fed["spec"]["auth"]["managedIdentity"]["federatedApplication"],
+            json!({"tenantID": "t", "clientID": "app"})
+        );
+        let mut half = good();
+        half["spec"]["auth"]["managedIdentity"]["federatedApplication"] = json!({"tenantID": "t"});
+        assert!(validate(&BINDINGS_V1BETA2, "b", &mut half)
+            .unwrap_err()
+            .message
+            .contains("spec.auth.managedIdentity.federatedApplication.clientID: Required value"));
     }
 
     #[test]
