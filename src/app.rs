@@ -92,6 +92,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
             .arm_resource
             .clone()
             .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
     };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
@@ -139,6 +140,8 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
             allow,
         },
         acr_audience: cfg.entra_audience == EntraAudience::Acr,
+        authority_host: cfg.authority_host.clone(),
+        token_audience: cfg.service_account_token_audience.clone(),
     });
     let settings = Settings {
         label_selector: selector.to_string(),

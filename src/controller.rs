@@ -421,18 +421,14 @@ impl Worker<'_> {
     }
 }
 
-/// The Event reason for a binding error, from the error's (upstream-compatible) text.
+/// The Event reason for a binding error (the same classification as the `Ready` condition).
 fn classify(err: &str) -> Reason {
-    if err.starts_with("service account") {
-        Reason::ServiceAccountNotFound
-    } else if err.starts_with("ACR server") {
-        Reason::ServerNotAllowed
-    } else if err.starts_with("failed to retrieve") || err.starts_with("failed to mint") {
-        Reason::TokenRequestFailed
-    } else if err.starts_with("secret ") {
-        Reason::SecretConflict
-    } else {
-        Reason::InvalidSpec
+    match crate::conditions::reason_for(err) {
+        "ServiceAccountNotFound" => Reason::ServiceAccountNotFound,
+        "ServerNotAllowed" => Reason::ServerNotAllowed,
+        "TokenRequestFailed" => Reason::TokenRequestFailed,
+        "SecretConflict" => Reason::SecretConflict,
+        _ => Reason::InvalidSpec,
     }
 }
 

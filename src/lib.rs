@@ -1,8 +1,9 @@
 //! acrpull: keeps Azure Container Registry pull secrets fresh for `AcrPullBinding` objects.
 //!
 //! The modules read as a table of contents: Kubernetes and Azure I/O sit at the edges (`kube`,
-//! `azure`, `tokens`), the decisions in the middle are pure (`binding`, `plan`, `names`, `hash`,
-//! `suffix`, `selector`), and `controller` wires them together with the `schedule` queue.
+//! `azure`, `tokens`, `workload`), the decisions in the middle are pure (`binding`, `plan`,
+//! `names`, `hash`, `suffix`, `selector`), and `controller` wires them together with the
+//! `schedule` queue.
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -10,6 +11,7 @@ pub mod azure;
 pub mod binding;
 pub mod check;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod events;
 pub mod hash;
@@ -28,3 +30,4 @@ pub mod signals;
 pub mod store;
 pub mod suffix;
 pub mod tokens;
+pub mod workload;

@@ -18,7 +18,12 @@ use crate::kube::{self, Client, Preconditions, Resource};
 use crate::metrics::{Metrics, SecretOp};
 use crate::plan::{self, Minted, MintedToken, Outcome, Password, PlanConfig, TokenNeed, Write};
 use crate::store::{BindingKey, Observation, Store};
-use crate::tokens::{AcrTokenRequest, Credential, TokenService, TokenStage};
+use crate::tokens::{
+    AcrTokenRequest, ClientAssertion, Credential, TokenError, TokenService, TokenStage,
+};
+use crate::workload::{
+    self, ManagedIdentityAssertion, ServiceAccountToken, TOKEN_EXCHANGE_RESOURCE,
+};
 
 /// How many times one reconcile re-plans after a write conflicted.
 const MAX_ATTEMPTS: usize = 4;
@@ -104,6 +109,10 @@ pub struct Reconciler {
     pub plan: PlanConfig,
     /// Request Entra/IMDS tokens for the registry audience instead of ARM.
     pub acr_audience: bool,
+    /// `--authority-host`: the Entra authority for every cloud (else the binding's cloud's).
+    pub authority_host: Option<String>,
+    /// `--service-account-token-audience`: the one audience of minted ServiceAccount tokens.
+    pub token_audience: String,
     /// Write counters.
     pub metrics: Arc<Metrics>,
     /// Recent token failures; see [`TokenGate`].
@@ -249,11 +258,12 @@ impl Reconciler {
                 }
                 done => done,
             };
-            let Outcome::Done(p) = outcome else {
+            let Outcome::Done(mut p) = outcome else {
                 // The planner asks for a token only once per observation; asking again would
                 // mean it ignored the one we gave it.
                 return Err(ReconcileError::TooManyConflicts);
             };
+            add_conditions(&obs.binding, &mut p, now);
             let mut rv = obs.binding.meta.resource_version.clone();
             let finalizers = obs.binding.meta.finalizers.clone();
             let mut conflicted = false;
@@ -328,27 +338,16 @@ impl Reconciler {
 
     /// Gets a registry token for `need`, as the planner's `Minted` (errors carry upstream's prefixes).
     fn mint(&self, need: &TokenNeed) -> Minted {
-        let credential = match &need.identity {
-            Identity::ManagedClientId(id) => Credential::Managed(ManagedIdentity::ClientId(id.clone())),
-            Identity::ManagedResourceId(id) => {
-                Credential::Managed(ManagedIdentity::ResourceId(id.clone()))
+        let credential = match self.credential(need) {
+            Ok(c) => c,
+            Err(msg) => {
+                log::warn!("{}/{}: {msg}", need.namespace, need.binding_name);
+                return Minted::Err(msg);
             }
-            Identity::SystemAssigned => Credential::Managed(ManagedIdentity::System),
-            Identity::Workload { .. } => {
-                return Minted::Err(
-                    "failed to retrieve ARM token: workload identity is not supported by this build yet"
-                        .into(),
-                )
-            }
-        };
-        let audience = if self.acr_audience {
-            ACR_AUDIENCE
-        } else {
-            need.arm_resource.as_str()
         };
         let request = AcrTokenRequest {
             credential: &credential,
-            audience,
+            audience: self.entra_audience(need),
             registry: &need.server,
             scope: &need.scope,
             not_issued_before: need.not_issued_before,
@@ -360,19 +359,90 @@ impl Reconciler {
                 issued: t.issued,
             }),
             Err(e) => {
-                let msg = match (need.version, e.stage()) {
-                    (ApiVersion::V1beta1, _) => format!("failed to retrieve ACR access token: {e}"),
-                    (ApiVersion::V1beta2, TokenStage::Entra) => {
-                        format!("failed to retrieve ARM token: {e}")
-                    }
-                    (ApiVersion::V1beta2, TokenStage::Acr) => {
-                        format!("failed to retrieve ACR token: {e}")
-                    }
-                };
+                let msg = token_error_message(need.version, &e);
                 log::warn!("{}/{}: {msg}", need.namespace, need.binding_name);
                 Minted::Err(msg)
             }
         }
+    }
+
+    /// The IMDS resource / Entra audience: the registry's with `--entra-audience=acr`, else the
+    /// binding's ARM audience.
+    fn entra_audience<'a>(&self, need: &'a TokenNeed) -> &'a str {
+        if self.acr_audience {
+            ACR_AUDIENCE
+        } else {
+            need.arm_resource.as_str()
+        }
+    }
+
+    /// `--authority-host` when given, else the binding's cloud's authority.
+    fn authority(&self, need: &TokenNeed) -> String {
+        self.authority_host
+            .clone()
+            .or_else(|| need.environment.authority_host().map(str::to_string))
+            // The planner refuses the only environment without one (air-gapped without
+            // cloudConfig), so this is never reached; Entra then reports the bad host.
+            .unwrap_or_default()
+    }
+
+    /// Who asks for the token; an error is the user-facing status message.
+    fn credential(&self, need: &TokenNeed) -> Result<Credential, String> {
+        Ok(match &need.identity {
+            Identity::ManagedClientId(id) => {
+                Credential::Managed(ManagedIdentity::ClientId(id.clone()))
+            }
+            Identity::ManagedResourceId(id) => {
+                Credential::Managed(ManagedIdentity::ResourceId(id.clone()))
+            }
+            Identity::SystemAssigned => Credential::Managed(ManagedIdentity::System),
+            Identity::Workload {
+                service_account_ref,
+                client_id,
+                tenant_id,
+            } => {
+                // Unlike upstream, the token is minted for (and the annotations read from) the
+                // ServiceAccount the spec names as the federated one, not the pull-secret target.
+                let ids = workload::lookup_ids(
+                    &self.client,
+                    &need.namespace,
+                    service_account_ref,
+                    client_id.as_deref(),
+                    tenant_id.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                let source = ServiceAccountToken::new(
+                    self.client.clone(),
+                    &need.namespace,
+                    service_account_ref,
+                    &self.token_audience,
+                );
+                Credential::ClientAssertion(ClientAssertion {
+                    authority_host: self.authority(need),
+                    tenant: ids.tenant_id,
+                    client_id: ids.client_id,
+                    source: Arc::new(source),
+                })
+            }
+            Identity::FederatedApplication {
+                managed,
+                tenant_id,
+                client_id,
+            } => {
+                let node = Credential::Managed(managed.clone());
+                let token = self
+                    .tokens
+                    .entra_token(&node, TOKEN_EXCHANGE_RESOURCE)
+                    .map_err(|e| format!("failed to retrieve ARM token: {e}"))?;
+                let source = ManagedIdentityAssertion::new(&node_key(managed), token.token);
+                Credential::ClientAssertion(ClientAssertion {
+                    authority_host: self.authority(need),
+                    tenant: tenant_id.clone(),
+                    client_id: client_id.clone(),
+                    source: Arc::new(source),
+                })
+            }
+        })
     }
 
     /// Applies one write and folds the server's answer into the store.
@@ -559,6 +629,72 @@ impl Reconciler {
     }
 }
 
+/// Adds `Ready`/`TokenValid` conditions and `observedGeneration` to the pass: merged into its
+/// status write, or as a write of their own when only they are stale. A failing binding is also
+/// revisited when its token expires, so `TokenValid` turns false on time.
+fn add_conditions(b: &crate::binding::Binding, p: &mut plan::Plan, now: OffsetDateTime) {
+    if b.meta.deleting {
+        return;
+    }
+    let written_expiry = p.writes.iter().rev().find_map(|w| match w {
+        Write::UpdateStatus { status } => status["tokenExpirationTime"]
+            .as_str()
+            .and_then(crate::binding::parse_time),
+        _ => None,
+    });
+    let expires = written_expiry.or(b.status.token_expiration_time);
+    if p.error.is_some() && p.refresh_at.is_none() {
+        p.refresh_at = expires
+            .filter(|e| *e > now)
+            .map(|e| e + time::Duration::seconds(1));
+    }
+    let Some(extra) = crate::conditions::status_patch(b, p.error.as_deref(), expires, now) else {
+        return;
+    };
+    let existing = p.writes.iter_mut().find_map(|w| match w {
+        Write::UpdateStatus { status } => Some(status),
+        _ => None,
+    });
+    match (existing, extra) {
+        (Some(Value::Object(status)), Value::Object(more)) => status.extend(more),
+        (_, extra) => p.writes.push(Write::UpdateStatus { status: extra }),
+    }
+}
+
+/// The status message for a failed token flow, with upstream's prefixes. A ServiceAccount token
+/// that could not be minted keeps its own prefix (`failed to mint service account token: `).
+fn token_error_message(version: ApiVersion, e: &TokenError) -> String {
+    let msg = match (version, e) {
+        (ApiVersion::V1beta1, _) => format!("failed to retrieve ACR access token: {e}"),
+        (ApiVersion::V1beta2, TokenError::Assertion(a)) => a.to_string(),
+        (ApiVersion::V1beta2, e) if e.stage() == TokenStage::Entra => {
+            format!("failed to retrieve ARM token: {e}")
+        }
+        (ApiVersion::V1beta2, e) => format!("failed to retrieve ACR token: {e}"),
+    };
+    without_trace(msg)
+}
+
+/// Drops what Entra appends to every error description (`Trace ID: … Correlation ID: …
+/// Timestamp: …`). Those change on every attempt; kept, each failure would rewrite status, and
+/// the status write would wake the binding again at once instead of after its backoff.
+fn without_trace(mut msg: String) -> String {
+    if let Some(at) = msg.find("Trace ID:") {
+        msg.truncate(at);
+        msg.truncate(msg.trim_end().len());
+    }
+    msg
+}
+
+/// A stable name for a node identity, for the cross-tenant assertion's cache key.
+fn node_key(m: &ManagedIdentity) -> String {
+    match m {
+        ManagedIdentity::System => "system".to_string(),
+        ManagedIdentity::ClientId(c) => format!("client:{c}"),
+        ManagedIdentity::ResourceId(r) => format!("resource:{r}"),
+    }
+}
+
 /// A failed `test` op (422 Invalid from a JSON patch) or a stale resourceVersion (409).
 fn is_precondition_failure(e: &kube::Error) -> bool {
     e.is_conflict() || e.code() == Some(422)
@@ -584,5 +720,45 @@ fn describe(w: &Write) -> String {
         Write::DeleteSecret { name, .. } => format!("delete secret {name}"),
         Write::PatchServiceAccount { name, .. } => format!("patch serviceaccount {name}"),
         Write::UpdateStatus { .. } => "update status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::entra::EntraError;
+    use crate::azure::error::ErrorDetail;
+    use crate::tokens::AssertionError;
+    use crate::workload::WorkloadError;
+
+    fn entra_refusal() -> TokenError {
+        let body = r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found. Trace ID: 1234 Correlation ID: 5678 Timestamp: 2026-01-01 00:00:00Z"}"#;
+        TokenError::Entra(EntraError::Status {
+            status: 400,
+            detail: ErrorDetail::from_body(body),
+        })
+    }
+
+    #[test]
+    fn entra_errors_keep_error_and_description_but_not_the_per_attempt_trace() {
+        let msg = token_error_message(ApiVersion::V1beta2, &entra_refusal());
+        assert_eq!(
+            msg,
+            "failed to retrieve ARM token: entra token request failed with status 400: \
+             invalid_client: AADSTS700213: No matching federated identity record found."
+        );
+    }
+
+    #[test]
+    fn a_service_account_token_failure_keeps_its_own_prefix() {
+        let e = TokenError::Assertion(AssertionError::new(WorkloadError::ServiceAccountNotFound {
+            name: "sa".into(),
+        }));
+        assert_eq!(
+            token_error_message(ApiVersion::V1beta2, &e),
+            "failed to mint service account token: service account \"sa\" not found"
+        );
+        assert!(token_error_message(ApiVersion::V1beta1, &e)
+            .starts_with("failed to retrieve ACR access token: "));
     }
 }

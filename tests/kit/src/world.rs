@@ -28,6 +28,12 @@ pub const AUTHORITY_HOSTS: [&str; 3] = [
     "login.chinacloudapi.cn",
 ];
 
+/// An air-gapped cloud's Entra authority host the HTTPS listener also answers for (a binding's
+/// `cloudConfig.entraAuthorityHost` is `https://` + this).
+pub const AIRGAPPED_AUTHORITY_HOST: &str = "login.airgapped.example";
+/// The ServiceAccount token audience acrpull asks for by default (and the chart's policy allows).
+pub const SA_TOKEN_AUDIENCE: &str = "api://AzureCRTokenExchange";
+
 /// A user-assigned identity every world has: client ID, object ID, resource ID.
 pub fn identity(n: u32) -> ManagedIdentity {
     ManagedIdentity {
@@ -196,6 +202,7 @@ impl World {
         let mut names: Vec<&str> =
             vec!["*.azurecr.io", "*.azurecr.us", "*.azurecr.cn", "localhost"];
         names.extend(AUTHORITY_HOSTS);
+        names.push(AIRGAPPED_AUTHORITY_HOST);
         let imds_server = serve_http(azure.imds.clone()).expect("fake IMDS listens on loopback");
         let router = AzureRouter {
             entra: azure.entra.clone(),
@@ -276,6 +283,7 @@ impl World {
         for h in AUTHORITY_HOSTS {
             args.push(format!("--connect-to={h}={addr}"));
         }
+        args.push(format!("--connect-to={AIRGAPPED_AUTHORITY_HOST}={addr}"));
         args
     }
 
@@ -370,6 +378,50 @@ impl World {
     }
 }
 
+/// Workload identity and cross-tenant set-up in the fake Entra.
+impl World {
+    /// Lets tokens of ServiceAccount `ns/sa` (kit issuer, audience [`SA_TOKEN_AUDIENCE`])
+    /// authenticate as the app `client_id` in `tenant`, and grants the app pull on every
+    /// repository of [`REGISTRY`] (the app's object id is its client id).
+    pub fn federate_service_account(&self, ns: &str, sa: &str, client_id: &str, tenant: &str) {
+        self.azure.entra.add_federated_credential(
+            client_id,
+            tenant,
+            crate::azure::FederatedCredential {
+                issuer: crate::kube::TOKEN_ISSUER.to_string(),
+                subject: format!("system:serviceaccount:{ns}:{sa}"),
+                audience: SA_TOKEN_AUDIENCE.to_string(),
+            },
+        );
+        self.grant(client_id, REGISTRY, "*", &["pull"]);
+    }
+
+    /// Lets the node identity `n` (its `api://AzureADTokenExchange` token from IMDS) authenticate
+    /// as the app `client_id` in `tenant` (cross-tenant), granting the app pull on [`REGISTRY`].
+    pub fn federate_managed_identity(&self, n: u32, client_id: &str, tenant: &str) {
+        self.azure.entra.add_federated_credential(
+            client_id,
+            tenant,
+            crate::azure::FederatedCredential {
+                issuer: format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+                subject: identity(n).object_id,
+                audience: crate::azure::TOKEN_EXCHANGE_AUDIENCE.to_string(),
+            },
+        );
+        self.grant(client_id, REGISTRY, "*", &["pull"]);
+    }
+
+    /// Fake Azure requests answered by `service` (`imds`, `entra`, `acr`).
+    pub fn azure_requests(&self, service: &str) -> Vec<crate::azure::LoggedRequest> {
+        self.azure
+            .shared
+            .requests()
+            .into_iter()
+            .filter(|r| r.service == service)
+            .collect()
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -397,6 +449,32 @@ pub fn binding_v1beta2(
             "acr": {"server": server, "scope": scope, "environment": "PublicCloud"},
             "auth": {"managedIdentity": {"clientID": client_id}},
             "serviceAccountName": sa
+        }
+    })
+}
+
+/// A v1beta2 workload-identity binding object; `ids` = explicit (client, tenant).
+pub fn binding_v1beta2_workload(
+    ns: &str,
+    name: &str,
+    scope: &str,
+    sa_ref: &str,
+    ids: Option<(&str, &str)>,
+    target: &str,
+) -> Value {
+    let mut wi = json!({"serviceAccountRef": sa_ref});
+    if let Some((c, t)) = ids {
+        wi["clientID"] = json!(c);
+        wi["tenantID"] = json!(t);
+    }
+    json!({
+        "apiVersion": "acrpull.microsoft.com/v1beta2",
+        "kind": "AcrPullBinding",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "acr": {"server": REGISTRY, "scope": scope, "environment": "PublicCloud"},
+            "auth": {"workloadIdentity": wi},
+            "serviceAccountName": target
         }
     })
 }

@@ -12,9 +12,13 @@ enum Schema {
     Str,
     /// An object with these known properties; anything else is pruned.
     Obj(&'static [(&'static str, Schema)]),
+    /// An integer.
+    Int,
+    /// A list of objects kept as they are (`status.conditions`: metav1.Condition entries).
+    List,
 }
 
-use Schema::{Obj, Str};
+use Schema::{Int, List, Obj, Str};
 
 static V1BETA2: Schema = Obj(&[
     (
@@ -40,7 +44,14 @@ static V1BETA2: Schema = Obj(&[
                 Obj(&[
                     (
                         "managedIdentity",
-                        Obj(&[("clientID", Str), ("resourceID", Str)]),
+                        Obj(&[
+                            ("clientID", Str),
+                            ("resourceID", Str),
+                            (
+                                "federatedApplication",
+                                Obj(&[("tenantID", Str), ("clientID", Str)]),
+                            ),
+                        ]),
                     ),
                     (
                         "workloadIdentity",
@@ -61,6 +72,8 @@ static V1BETA2: Schema = Obj(&[
             ("lastTokenRefreshTime", Str),
             ("tokenExpirationTime", Str),
             ("error", Str),
+            ("conditions", List),
+            ("observedGeneration", Int),
         ]),
     ),
 ]);
@@ -82,6 +95,8 @@ static V1BETA1: Schema = Obj(&[
             ("lastTokenRefreshTime", Str),
             ("tokenExpirationTime", Str),
             ("error", Str),
+            ("conditions", List),
+            ("observedGeneration", Int),
         ]),
     ),
 ]);
@@ -109,6 +124,8 @@ fn type_name(v: &Value) -> &'static str {
 fn prune(v: &mut Value, s: &Schema, path: &str, errs: &mut Vec<String>) {
     match (s, &mut *v) {
         (Str, Value::String(_)) => {}
+        (Int, Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        (List, Value::Array(_)) => {}
         (Obj(fields), Value::Object(m)) => {
             m.retain(|k, _| fields.iter().any(|(f, _)| f == k));
             for (k, child) in m.iter_mut() {
@@ -126,6 +143,8 @@ fn prune(v: &mut Value, s: &Schema, path: &str, errs: &mut Vec<String>) {
             let want = match s {
                 Str => "string",
                 Obj(_) => "object",
+                Int => "integer",
+                List => "array",
             };
             let got = type_name(other);
             errs.push(format!("{path}: Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""));
@@ -240,6 +259,13 @@ fn v1beta2(obj: &mut Value, errs: &mut Vec<String>) {
                 "only client or resource ID can be set",
                 errs,
             );
+        }
+        let fed = &mi["federatedApplication"];
+        if fed.is_object() {
+            let path = "spec.auth.managedIdentity.federatedApplication";
+            required(fed, path, &["tenantID", "clientID"], errs);
+            min_len(fed, path, "tenantID", errs);
+            min_len(fed, path, "clientID", errs);
         }
         let wi = &auth["workloadIdentity"];
         if wi.is_object() {
@@ -364,6 +390,24 @@ mod tests {
         assert!(validate(&BINDINGS_V1BETA2, "b", &mut airgap).is_err());
         airgap["spec"]["acr"]["cloudConfig"] = json!({"entraAuthorityHost": "https://login.example", "resourceManagerAudience": "https://mgmt.example"});
         validate(&BINDINGS_V1BETA2, "b", &mut airgap).unwrap();
+    }
+
+    #[test]
+    fn federated_application_is_kept_and_needs_both_ids() {
+        let mut fed = good();
+        fed["spec"]["auth"]["managedIdentity"]["federatedApplication"] =
+            json!({"tenantID": "t", "clientID": "app", "junk": 1});
+        validate(&BINDINGS_V1BETA2, "b", &mut fed).unwrap();
+        assert_eq!(
+            fed["spec"]["auth"]["managedIdentity"]["federatedApplication"],
+            json!({"tenantID": "t", "clientID": "app"})
+        );
+        let mut half = good();
+        half["spec"]["auth"]["managedIdentity"]["federatedApplication"] = json!({"tenantID": "t"});
+        assert!(validate(&BINDINGS_V1BETA2, "b", &mut half)
+            .unwrap_err()
+            .message
+            .contains("spec.auth.managedIdentity.federatedApplication.clientID: Required value"));
     }
 
     #[test]
