@@ -17,11 +17,13 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::azure::acr::AcrError;
+use crate::azure::cloud::{resource_for, scope_for};
+use crate::azure::entra::AssertionRequest;
 use crate::azure::error::HttpError;
 use crate::azure::http::HttpSetupError;
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::jwt;
-use crate::azure::SecretString;
+use crate::azure::{AccessToken, SecretString};
 use crate::binding::{
     format_time, ApiVersion, Binding, Environment, Identity, Spec, V1beta1Defaults,
     V1BETA1_ARM_RESOURCE,
@@ -30,7 +32,11 @@ use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, Out
 use crate::kube::{self, Resource};
 use crate::reconcile::ACR_AUDIENCE;
 use crate::suffix::AllowList;
-use crate::tokens::{AzureUpstream, TokenError, Upstream};
+use crate::tokens::{AssertionError, AssertionSource, AzureUpstream, TokenError, Upstream};
+use crate::workload::{
+    self, ServiceAccountToken, WorkloadError, WorkloadIds, CLIENT_ID_ANNOTATION,
+    TENANT_ID_ANNOTATION, TOKEN_EXCHANGE_RESOURCE,
+};
 
 /// Why the check could not run at all (as opposed to a step failing, which is in the report).
 #[derive(Debug)]
@@ -87,15 +93,56 @@ pub struct Resolved {
     pub binding: Result<Binding, Problem>,
 }
 
+/// What workload identity needs from the cluster; a trait so tests can answer without one.
+pub trait Cluster {
+    /// The application and tenant: the spec's, else the ServiceAccount's annotations.
+    fn workload_ids(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        client_id: Option<&str>,
+        tenant_id: Option<&str>,
+    ) -> Result<WorkloadIds, WorkloadError>;
+    /// A ServiceAccount token for `audience` (TokenRequest), the client assertion.
+    fn service_account_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+    ) -> Result<SecretString, AssertionError>;
+}
+
+impl Cluster for kube::Client {
+    fn workload_ids(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        client_id: Option<&str>,
+        tenant_id: Option<&str>,
+    ) -> Result<WorkloadIds, WorkloadError> {
+        workload::lookup_ids(self, namespace, service_account, client_id, tenant_id)
+    }
+
+    fn service_account_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+    ) -> Result<SecretString, AssertionError> {
+        ServiceAccountToken::new(self.clone(), namespace, service_account, audience).assertion()
+    }
+}
+
 /// Runs the whole check against the real cluster and Azure.
 pub fn run(args: &CheckArgs) -> Result<Report, CheckError> {
     let http = crate::app::azure_http(&args.config).map_err(CheckError::Azure)?;
     let upstream = AzureUpstream::new(http, &args.config.imds_endpoint);
-    let resolved = resolve(args);
+    let (resolved, client) = resolve(args);
     Ok(check(
         &args.config,
         resolved,
         &upstream,
+        client.as_ref().map(|c| c as &dyn Cluster),
         &OffsetDateTime::now_utc,
     ))
 }
@@ -108,49 +155,69 @@ pub fn render(report: &Report, format: OutputFormat) -> String {
     }
 }
 
-/// Step 1's input: the binding read from the cluster, or built from the flags.
-fn resolve(args: &CheckArgs) -> Resolved {
+/// Step 1's input: the binding read from the cluster (with the client, for workload
+/// identity), or built from the flags.
+fn resolve(args: &CheckArgs) -> (Resolved, Option<kube::Client>) {
     match &args.target {
-        CheckTarget::Flags(f) => Resolved {
-            subject: format!(
-                "registry {} scope {:?} (given by flags)",
-                f.registry, f.scope
-            ),
-            source: Source::Flags,
-            binding: Binding::decode(
-                ApiVersion::V1beta2,
-                &flag_binding_object(f),
-                &V1beta1Defaults::default(),
-            )
-            .map_err(|e| Problem {
-                reason: e.to_string(),
-                hint: None,
-            }),
-        },
+        CheckTarget::Flags(f) => (
+            Resolved {
+                subject: format!(
+                    "registry {} scope {:?} (given by flags)",
+                    f.registry, f.scope
+                ),
+                source: Source::Flags,
+                binding: Binding::decode(
+                    ApiVersion::V1beta2,
+                    &flag_binding_object(f),
+                    &V1beta1Defaults::default(),
+                )
+                .map_err(|e| Problem {
+                    reason: e.to_string(),
+                    hint: None,
+                }),
+            },
+            None,
+        ),
         CheckTarget::Cluster {
             namespace,
             name,
             version,
-        } => Resolved {
-            subject: format!("{namespace}/{name} ({})", version.api_version()),
-            source: Source::Cluster,
-            binding: read_binding(&args.config, namespace, name, *version),
-        },
+        } => {
+            let subject = format!("{namespace}/{name} ({})", version.api_version());
+            let (binding, client) = match connect(&args.config) {
+                Ok(client) => (
+                    read_binding(&client, &args.config, namespace, name, *version),
+                    Some(client),
+                ),
+                Err(p) => (Err(p), None),
+            };
+            let resolved = Resolved {
+                subject,
+                source: Source::Cluster,
+                binding,
+            };
+            (resolved, client)
+        }
     }
+}
+
+/// The Kubernetes client, from `--kubeconfig`, `KUBECONFIG` or the pod's service account.
+fn connect(cfg: &Config) -> Result<kube::Client, Problem> {
+    let no_hint = |reason: String| Problem { reason, hint: None };
+    let kube_cfg = kube::Config::load(cfg.kubeconfig.as_deref())
+        .map_err(|e| no_hint(format!("kubernetes connection: {e}")))?;
+    kube::Client::new(&kube_cfg).map_err(|e| no_hint(format!("kubernetes connection: {e}")))
 }
 
 /// GETs the binding and decodes it as the controller would.
 fn read_binding(
+    client: &kube::Client,
     cfg: &Config,
     namespace: &str,
     name: &str,
     version: ApiVersion,
 ) -> Result<Binding, Problem> {
     let no_hint = |reason: String| Problem { reason, hint: None };
-    let kube_cfg = kube::Config::load(cfg.kubeconfig.as_deref())
-        .map_err(|e| no_hint(format!("kubernetes connection: {e}")))?;
-    let client =
-        kube::Client::new(&kube_cfg).map_err(|e| no_hint(format!("kubernetes connection: {e}")))?;
     let resource = match version {
         ApiVersion::V1beta1 => Resource::ACR_PULL_BINDINGS_V1BETA1,
         ApiVersion::V1beta2 => Resource::ACR_PULL_BINDINGS_V1BETA2,
@@ -233,11 +300,13 @@ pub fn check(
     cfg: &Config,
     resolved: Resolved,
     upstream: &dyn Upstream,
+    cluster: Option<&dyn Cluster>,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Report {
     let mut flow = Flow {
         cfg,
         upstream,
+        cluster,
         now,
         report: Report::new(resolved.subject),
         secrets: Vec::new(),
@@ -259,6 +328,8 @@ pub fn check(
 struct Flow<'a> {
     cfg: &'a Config,
     upstream: &'a dyn Upstream,
+    /// The binding's cluster (workload identity); `None` for bindings given by flags.
+    cluster: Option<&'a dyn Cluster>,
     now: &'a dyn Fn() -> OffsetDateTime,
     report: Report,
     /// Every token obtained, so the finished report can be scrubbed of them.
@@ -267,13 +338,17 @@ struct Flow<'a> {
 
 impl Flow<'_> {
     fn run(&mut self, source: Source, binding: Result<Binding, Problem>) {
+        let namespace = binding
+            .as_ref()
+            .map(|b| b.meta.namespace.clone())
+            .unwrap_or_default();
         let (step, spec) = binding_step(source, binding);
         self.report.push(step);
         let Some(spec) = spec else { return };
         if !self.allow_list(&spec.server) {
             return;
         }
-        let Some((entra, principal)) = self.entra_token(&spec) else {
+        let Some((entra, principal)) = self.entra_token(&spec, &namespace) else {
             return;
         };
         let Some(refresh) = self.exchange(&spec, &entra) else {
@@ -291,34 +366,48 @@ impl Flow<'_> {
         allowed
     }
 
-    /// Step 3: the Entra token from IMDS, with its audience, expiry and principal claims.
-    /// Returns the token and the principal's object ID.
-    fn entra_token(&mut self, spec: &Spec) -> Option<(SecretString, Option<String>)> {
+    /// Step 3: the Entra token (IMDS, or Entra with a client assertion), with its audience,
+    /// expiry and principal claims. Returns the token and the principal's object ID.
+    fn entra_token(
+        &mut self,
+        spec: &Spec,
+        namespace: &str,
+    ) -> Option<(SecretString, Option<String>)> {
         let audience = match self.cfg.entra_audience {
             EntraAudience::Acr => ACR_AUDIENCE.to_string(),
             EntraAudience::Arm => spec.arm_resource.clone().unwrap_or_default(),
         };
-        let step = Step::ok("entra token");
-        let Some(identity) = managed_identity(&spec.identity) else {
-            self.report.push(
-                step.detail("identity", describe_identity(&spec.identity))
-                    .failed("workload identity is not supported by acrpull check yet")
-                    .hint("check the ServiceAccount's federated credential in Entra by hand"),
-            );
-            return None;
+        let step = Step::ok("entra token").detail("identity", describe_identity(&spec.identity));
+        let got = match &spec.identity {
+            Identity::ManagedClientId(id) => {
+                self.imds(step, &ManagedIdentity::ClientId(id.clone()), &audience)
+            }
+            Identity::ManagedResourceId(id) => {
+                self.imds(step, &ManagedIdentity::ResourceId(id.clone()), &audience)
+            }
+            Identity::SystemAssigned => self.imds(step, &ManagedIdentity::System, &audience),
+            Identity::Workload {
+                service_account_ref,
+                client_id,
+                tenant_id,
+            } => self.workload(
+                step,
+                spec,
+                namespace,
+                service_account_ref,
+                (client_id.as_deref(), tenant_id.as_deref()),
+                &audience,
+            ),
+            Identity::FederatedApplication {
+                managed,
+                tenant_id,
+                client_id,
+            } => self.federated(step, spec, managed, tenant_id, client_id, &audience),
         };
-        let mut step = step
-            .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
-            .detail("identity", describe_identity(&spec.identity))
-            .detail("requested audience", audience.clone());
-        let token = match self
-            .upstream
-            .managed_identity_token(&identity, &audience, (self.now)())
-        {
-            Ok(t) => t,
-            Err(e) => {
-                self.report
-                    .push(with_hint(step.failed(e.to_string()), entra_hint(&e)));
+        let (mut step, token) = match got {
+            Ok(got) => got,
+            Err(failed) => {
+                self.report.push(failed);
                 return None;
             }
         };
@@ -339,6 +428,140 @@ impl Flow<'_> {
         self.report
             .push(step.detail("expires", describe_expiry(token.expires, (self.now)())));
         Some((token.token, claim_text(&payload, "oid")))
+    }
+
+    /// A managed-identity token from IMDS; `Err` is the failed step.
+    fn imds(
+        &mut self,
+        step: Step,
+        identity: &ManagedIdentity,
+        resource: &str,
+    ) -> Result<(Step, AccessToken), Step> {
+        let step = step
+            .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
+            .detail("requested audience", resource);
+        match self
+            .upstream
+            .managed_identity_token(identity, resource, (self.now)())
+        {
+            Ok(t) => Ok((step, t)),
+            Err(e) => Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
+        }
+    }
+
+    /// Workload identity: IDs from the spec or the ServiceAccount's annotations, a
+    /// ServiceAccount token as the assertion, then Entra.
+    fn workload(
+        &mut self,
+        step: Step,
+        spec: &Spec,
+        namespace: &str,
+        service_account: &str,
+        (client, tenant): (Option<&str>, Option<&str>),
+        audience: &str,
+    ) -> Result<(Step, AccessToken), Step> {
+        let Some(cluster) = self.cluster else {
+            return Err(step.failed("workload identity needs the binding's cluster"));
+        };
+        let step = step.detail("service account", format!("{namespace}/{service_account}"));
+        let ids = cluster
+            .workload_ids(namespace, service_account, client, tenant)
+            .map_err(|e| {
+                step.clone().failed(e.to_string()).hint(format!(
+                    "annotate the ServiceAccount with {CLIENT_ID_ANNOTATION} and \
+                     {TENANT_ID_ANNOTATION}, or set clientID and tenantID in the binding"
+                ))
+            })?;
+        let token_audience = self.cfg.service_account_token_audience.clone();
+        let step = step.detail("assertion audience", token_audience.clone());
+        let assertion = cluster
+            .service_account_token(namespace, service_account, &token_audience)
+            .map_err(|e| {
+                step.clone().failed(e.to_string()).hint(
+                    "the user acrpull runs as needs create on serviceaccounts/token for this \
+                     ServiceAccount and this audience",
+                )
+            })?;
+        self.secrets.push(assertion.clone());
+        let assertion_claims = jwt::read_payload(assertion.expose()).unwrap_or_default();
+        let mut step = step;
+        for (key, claim) in [("assertion iss", "iss"), ("assertion sub", "sub")] {
+            if let Some(v) = claim_text(&assertion_claims, claim) {
+                step = step.detail(key, v);
+            }
+        }
+        self.entra_exchange(
+            step,
+            spec,
+            &ids.tenant_id,
+            &ids.client_id,
+            &assertion,
+            audience,
+        )
+    }
+
+    /// Cross-tenant: the node identity's token for the token-exchange audience is the assertion
+    /// of an application in another tenant.
+    fn federated(
+        &mut self,
+        step: Step,
+        spec: &Spec,
+        managed: &ManagedIdentity,
+        tenant: &str,
+        client: &str,
+        audience: &str,
+    ) -> Result<(Step, AccessToken), Step> {
+        let step = step
+            .detail("assertion via", format!("IMDS {}", self.cfg.imds_endpoint))
+            .detail("assertion audience", TOKEN_EXCHANGE_RESOURCE);
+        let node = match self.upstream.managed_identity_token(
+            managed,
+            TOKEN_EXCHANGE_RESOURCE,
+            (self.now)(),
+        ) {
+            Ok(t) => t,
+            Err(e) => return Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
+        };
+        self.secrets.push(node.token.clone());
+        self.entra_exchange(step, spec, tenant, client, &node.token, audience)
+    }
+
+    /// Entra's client-credentials exchange of `assertion` for a token of `audience`.
+    fn entra_exchange(
+        &mut self,
+        step: Step,
+        spec: &Spec,
+        tenant: &str,
+        client: &str,
+        assertion: &SecretString,
+        audience: &str,
+    ) -> Result<(Step, AccessToken), Step> {
+        let authority = self
+            .cfg
+            .authority_host
+            .clone()
+            .or_else(|| spec.environment.authority_host().map(str::to_string))
+            .unwrap_or_default();
+        let scope = scope_for(resource_for(audience));
+        let step = step
+            .detail("via", format!("Entra {authority}{tenant}"))
+            .detail("client id", client)
+            .detail("tenant", tenant)
+            .detail("requested scope", scope.clone());
+        let request = AssertionRequest {
+            authority_host: &authority,
+            tenant,
+            client_id: client,
+            assertion,
+            scope: &scope,
+        };
+        match self.upstream.client_assertion_token(&request, (self.now)()) {
+            Ok(t) => Ok((step, t)),
+            Err(e) => Err(step.failed(e.to_string()).hint(format!(
+                "check the federated identity credential of application {client}: its issuer, \
+                 subject and audience must match the assertion's"
+            ))),
+        }
     }
 
     /// Step 4: the registry refresh token (the pull password itself when there is no scope).
@@ -550,16 +773,6 @@ fn exchange_hint(e: &TokenError, cfg: &Config) -> Option<String> {
     }
 }
 
-/// The IMDS identity of a managed-identity binding; `None` for workload identity.
-fn managed_identity(identity: &Identity) -> Option<ManagedIdentity> {
-    match identity {
-        Identity::ManagedClientId(id) => Some(ManagedIdentity::ClientId(id.clone())),
-        Identity::ManagedResourceId(id) => Some(ManagedIdentity::ResourceId(id.clone())),
-        Identity::SystemAssigned => Some(ManagedIdentity::System),
-        Identity::Workload { .. } => None,
-    }
-}
-
 /// Who asks for tokens, in words.
 pub fn describe_identity(identity: &Identity) -> String {
     match identity {
@@ -576,6 +789,18 @@ pub fn describe_identity(identity: &Identity) -> String {
                 s.push_str(&format!(", client ID {c}, tenant {t}"));
             }
             s
+        }
+        Identity::FederatedApplication {
+            managed,
+            tenant_id,
+            client_id,
+        } => {
+            let node = match managed {
+                ManagedIdentity::System => "the node's system-assigned identity".to_string(),
+                ManagedIdentity::ClientId(id) => format!("managed identity client ID {id}"),
+                ManagedIdentity::ResourceId(id) => format!("managed identity resource ID {id}"),
+            };
+            format!("application {client_id} in tenant {tenant_id}, federated with {node}")
         }
     }
 }
@@ -707,10 +932,13 @@ mod tests {
 
         fn client_assertion_token(
             &self,
-            _request: &AssertionRequest<'_>,
+            request: &AssertionRequest<'_>,
             _now: OffsetDateTime,
         ) -> Result<AccessToken, TokenError> {
-            self.called("entra".into());
+            self.called(format!(
+                "entra {} {} {} {}",
+                request.authority_host, request.tenant, request.client_id, request.scope
+            ));
             self.entra.clone()
         }
 
@@ -798,7 +1026,7 @@ mod tests {
     fn a_working_binding_reports_every_step_ok_with_claims_and_no_token() {
         let azure = FakeAzure::working(pull_app());
         let f = flags("r.azurecr.io", "repository:app:pull");
-        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let r = check(&Config::default(), resolved(&f), &azure, None, &now);
         assert!(r.passed(), "{}", r.to_text());
         assert!(
             r.steps.iter().all(|s| s.outcome == Outcome::Ok),
@@ -848,6 +1076,7 @@ mod tests {
             &cfg,
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         assert_eq!(
@@ -864,6 +1093,7 @@ mod tests {
             &Config::default(),
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         assert!(!r.passed());
@@ -882,7 +1112,7 @@ mod tests {
     fn a_disallowed_registry_fails_before_any_token_is_asked_for() {
         let azure = FakeAzure::working(pull_app());
         let f = flags("r.azurecr.io.attacker.example", "repository:app:pull");
-        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let r = check(&Config::default(), resolved(&f), &azure, None, &now);
         let s = step(&r, "allow-list");
         assert_eq!(s.outcome, Outcome::Failed);
         assert_eq!(
@@ -900,6 +1130,7 @@ mod tests {
             &Config::default(),
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         let s = step(&r, "acr token");
@@ -915,7 +1146,7 @@ mod tests {
     fn a_narrower_grant_is_a_warning_and_still_passes() {
         let azure = FakeAzure::working(pull_app());
         let f = flags("r.azurecr.io", "repository:app:pull,push");
-        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let r = check(&Config::default(), resolved(&f), &azure, None, &now);
         assert!(r.passed());
         let s = step(&r, "acr token");
         assert_eq!(s.outcome, Outcome::Warning);
@@ -943,7 +1174,7 @@ mod tests {
             source: Source::Cluster,
             binding,
         };
-        let r = check(&Config::default(), res, &azure, &now);
+        let r = check(&Config::default(), res, &azure, None, &now);
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!(
             detail(step(&r, "binding"), "identity"),
@@ -973,6 +1204,7 @@ mod tests {
             &Config::default(),
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         let s = step(&r, "acr exchange");
@@ -988,34 +1220,147 @@ mod tests {
         assert_no_token(&r, &azure);
     }
 
-    #[test]
-    fn workload_identity_is_reported_as_not_supported_yet() {
-        let azure = FakeAzure::working(pull_app());
+    /// A cluster whose ServiceAccount `wi` is annotated for application `app-1` in `tenant-1`.
+    struct FakeCluster {
+        assertion: String,
+    }
+
+    impl FakeCluster {
+        fn new() -> FakeCluster {
+            FakeCluster {
+                assertion: jwt(json!({
+                    "iss": "https://oidc.example/cluster", "sub": "system:serviceaccount:ns:wi",
+                    "aud": ["api://AzureCRTokenExchange"], "exp": NOW + 600
+                })),
+            }
+        }
+    }
+
+    impl Cluster for FakeCluster {
+        fn workload_ids(
+            &self,
+            _namespace: &str,
+            service_account: &str,
+            client_id: Option<&str>,
+            tenant_id: Option<&str>,
+        ) -> Result<WorkloadIds, WorkloadError> {
+            let annotated = serde_json::json!({"metadata": {"annotations": {
+                CLIENT_ID_ANNOTATION: "app-1", TENANT_ID_ANNOTATION: "tenant-1"
+            }}});
+            let sa = (service_account == "wi").then_some(&annotated);
+            workload::resolve_ids(service_account, client_id, tenant_id, sa)
+        }
+
+        fn service_account_token(
+            &self,
+            _namespace: &str,
+            _service_account: &str,
+            _audience: &str,
+        ) -> Result<SecretString, AssertionError> {
+            Ok(SecretString::new(self.assertion.clone()))
+        }
+    }
+
+    fn v1beta2(auth: Value) -> Resolved {
         let obj = json!({
             "apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
             "metadata": {"name": "b", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
             "spec": {"acr": {"server": "r.azurecr.io", "scope": "repository:app:pull"},
-                     "auth": {"workloadIdentity": {"serviceAccountRef": "wi"}},
-                     "serviceAccountName": "default"}
+                     "auth": auth, "serviceAccountName": "default"}
         });
-        let binding = Binding::decode(ApiVersion::V1beta2, &obj, &V1beta1Defaults::default())
-            .map_err(|e| Problem {
-                reason: e.to_string(),
-                hint: None,
-            });
-        let res = Resolved {
+        Resolved {
             subject: "ns/b".into(),
             source: Source::Cluster,
-            binding,
-        };
-        let r = check(&Config::default(), res, &azure, &now);
+            binding: Binding::decode(ApiVersion::V1beta2, &obj, &V1beta1Defaults::default())
+                .map_err(|e| Problem {
+                    reason: e.to_string(),
+                    hint: None,
+                }),
+        }
+    }
+
+    #[test]
+    fn workload_identity_presents_a_service_account_token_to_entra() {
+        let azure = FakeAzure::working(pull_app());
+        let cluster = FakeCluster::new();
+        let res = v1beta2(json!({"workloadIdentity": {"serviceAccountRef": "wi"}}));
+        let r = check(&Config::default(), res, &azure, Some(&cluster), &now);
+        assert!(r.passed(), "{}", r.to_text());
+        let s = step(&r, "entra token");
+        assert_eq!(detail(s, "service account"), Some("ns/wi"));
+        assert_eq!(detail(s, "client id"), Some("app-1"));
+        assert_eq!(detail(s, "tenant"), Some("tenant-1"));
+        assert_eq!(
+            detail(s, "assertion sub"),
+            Some("system:serviceaccount:ns:wi")
+        );
+        assert_eq!(
+            detail(s, "assertion audience"),
+            Some("api://AzureCRTokenExchange")
+        );
+        assert_eq!(
+            azure.calls()[0],
+            "entra https://login.microsoftonline.com/ tenant-1 app-1 https://management.core.windows.net//.default"
+        );
+        let out = r.to_text();
+        assert!(!out.contains(&cluster.assertion), "{out}");
+        assert_no_token(&r, &azure);
+    }
+
+    #[test]
+    fn workload_identity_without_annotations_fails_with_a_hint() {
+        let azure = FakeAzure::working(pull_app());
+        let res = v1beta2(json!({"workloadIdentity": {"serviceAccountRef": "bare"}}));
+        let r = check(
+            &Config::default(),
+            res,
+            &azure,
+            Some(&FakeCluster::new()),
+            &now,
+        );
         let s = step(&r, "entra token");
         assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("service account \"bare\" not found")
+        );
         assert!(s
-            .reason
+            .hint
             .as_deref()
-            .is_some_and(|r| r.contains("not supported")));
+            .is_some_and(|h| h.contains(CLIENT_ID_ANNOTATION)));
         assert!(azure.calls().is_empty());
+    }
+
+    #[test]
+    fn a_federated_application_uses_the_node_token_as_its_assertion() {
+        let azure = FakeAzure::working(pull_app());
+        let res = v1beta2(json!({"managedIdentity": {
+            "clientID": "client-1",
+            "federatedApplication": {"tenantID": "tenant-2", "clientID": "app-2"}
+        }}));
+        let cfg = Config {
+            authority_host: Some("https://login.example/".into()),
+            ..Config::default()
+        };
+        let r = check(&cfg, res, &azure, None, &now);
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!(
+            azure.calls()[..2],
+            [
+                "imds ClientId(\"client-1\") api://AzureADTokenExchange".to_string(),
+                "entra https://login.example/ tenant-2 app-2 https://management.core.windows.net//.default".into(),
+            ]
+        );
+        let s = step(&r, "entra token");
+        assert_eq!(
+            detail(s, "assertion via"),
+            Some("IMDS http://169.254.169.254")
+        );
+        assert_eq!(
+            detail(s, "via"),
+            Some("Entra https://login.example/tenant-2")
+        );
+        assert_no_token(&r, &azure);
     }
 
     #[test]
@@ -1023,7 +1368,7 @@ mod tests {
         let azure = FakeAzure::working(pull_app());
         let mut f = flags("r.azurecr.io", "repository:app:pull");
         f.environment = "AirgappedCloud".into();
-        let r = check(&Config::default(), resolved(&f), &azure, &now);
+        let r = check(&Config::default(), resolved(&f), &azure, None, &now);
         let s = step(&r, "binding");
         assert_eq!(s.outcome, Outcome::Failed);
         assert_eq!(
@@ -1070,6 +1415,7 @@ mod tests {
             &Config::default(),
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         let s = step(&r, "acr token");
@@ -1085,6 +1431,7 @@ mod tests {
             &Config::default(),
             resolved(&flags("r.azurecr.io", "repository:app:pull")),
             &azure,
+            None,
             &now,
         );
         let s = step(&r, "acr token");
