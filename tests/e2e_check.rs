@@ -8,8 +8,11 @@ use std::process::{Command, Output, Stdio};
 
 use acrpull_testkit::azure::Audiences;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
-use acrpull_testkit::world::{binding_v1beta1, binding_v1beta2, identity, World, REGISTRY};
-use serde_json::Value;
+use acrpull_testkit::world::{
+    binding_v1beta1, binding_v1beta2, binding_v1beta2_workload, identity, World, REGISTRY,
+    SA_TOKEN_AUDIENCE, TENANT,
+};
+use serde_json::{json, Value};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_acrpull"))
@@ -54,9 +57,14 @@ fn check(w: &World, args: &[&str]) -> Run {
     run
 }
 
-/// No token the fakes issued appears in the output, whole or as its payload.
+/// No token the fakes issued appears in the output, whole or as its payload, and nothing
+/// JWT-like at all (ServiceAccount tokens come from the emulated API server, not the fakes).
 fn assert_no_token(w: &World, run: &Run) {
     let out = run.text();
+    assert!(
+        !out.contains("eyJ"),
+        "something JWT-like was printed:\n{out}"
+    );
     for token in w.azure.issued_tokens() {
         assert!(!out.contains(&token), "a token leaked:\n{out}");
         if let Some(payload) = token.split('.').nth(1) {
@@ -331,4 +339,64 @@ fn a_registry_refusing_arm_tokens_points_at_the_acr_audience() {
         detail(&run, "aud"),
         Some("https://containerregistry.azure.net")
     );
+}
+
+/// The federated application workload-identity bindings authenticate as.
+const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+
+fn workload_binding(w: &World, name: &str, sa_ref: &str) {
+    w.service_account(
+        "default",
+        sa_ref,
+        json!({
+            "azure.workload.identity/client-id": APP,
+            "azure.workload.identity/tenant-id": TENANT
+        }),
+    );
+    create(
+        w,
+        BINDINGS_V1BETA2,
+        binding_v1beta2_workload(
+            "default",
+            name,
+            "repository:app:pull",
+            sa_ref,
+            None,
+            "default",
+        ),
+    );
+}
+
+#[test]
+fn a_workload_identity_binding_shows_its_assertion_and_application() {
+    let w = World::start();
+    workload_binding(&w, "wi", "delegate");
+    w.federate_service_account("default", "delegate", APP, TENANT);
+    let run = check(&w, &["--name=wi"]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert_step(&run, "entra token", "ok");
+    assert_step(&run, "acr token", "ok");
+    assert_eq!(detail(&run, "client id"), Some(APP));
+    assert_eq!(detail(&run, "tenant"), Some(TENANT));
+    assert_eq!(
+        detail(&run, "assertion sub"),
+        Some("system:serviceaccount:default:delegate")
+    );
+    assert_eq!(detail(&run, "assertion audience"), Some(SA_TOKEN_AUDIENCE));
+}
+
+#[test]
+fn a_federated_credential_for_another_service_account_fails_at_entra() {
+    let w = World::start();
+    workload_binding(&w, "wi", "delegate");
+    w.federate_service_account("default", "someone-else", APP, TENANT);
+    let run = check(&w, &["--name=wi"]);
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert_step(&run, "entra token", "FAILED");
+    assert!(
+        run.stdout.contains("federated identity credential"),
+        "{}",
+        run.stdout
+    );
+    assert_step(&run, "acr exchange", "skipped");
 }
