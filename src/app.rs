@@ -83,17 +83,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         }
         AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
     }
-    let defaults = V1beta1Defaults {
-        acr_server: cfg.env.acr_server.clone(),
-        client_id: cfg.env.managed_identity_client_id.clone(),
-        resource_id: cfg.env.managed_identity_resource_id.clone(),
-        arm_resource: cfg
-            .env
-            .arm_resource
-            .clone()
-            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
-        acr_audience: cfg.entra_audience == EntraAudience::Acr,
-    };
+    let defaults = v1beta1_defaults(cfg);
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let store = Arc::new(Mutex::new(Store::new(defaults)));
@@ -172,6 +162,21 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// What decoding a binding needs from the environment and flags (shared with `acrpull check`).
+pub fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
+    V1beta1Defaults {
+        acr_server: cfg.env.acr_server.clone(),
+        client_id: cfg.env.managed_identity_client_id.clone(),
+        resource_id: cfg.env.managed_identity_resource_id.clone(),
+        arm_resource: cfg
+            .env
+            .arm_resource
+            .clone()
+            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+    }
 }
 
 /// The Azure HTTP clients: `SSL_CERT_FILE`, proxy settings and `--connect-to` (shared with

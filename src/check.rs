@@ -24,10 +24,7 @@ use crate::azure::http::HttpSetupError;
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::jwt;
 use crate::azure::{AccessToken, SecretString};
-use crate::binding::{
-    format_time, ApiVersion, Binding, Environment, Identity, Spec, V1beta1Defaults,
-    V1BETA1_ARM_RESOURCE,
-};
+use crate::binding::{format_time, ApiVersion, Binding, Environment, Identity, Spec};
 use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, OutputFormat};
 use crate::kube::{self, Resource};
 use crate::reconcile::ACR_AUDIENCE;
@@ -169,7 +166,7 @@ fn resolve(args: &CheckArgs) -> (Resolved, Option<kube::Client>) {
                 binding: Binding::decode(
                     ApiVersion::V1beta2,
                     &flag_binding_object(f),
-                    &V1beta1Defaults::default(),
+                    &crate::app::v1beta1_defaults(&args.config),
                 )
                 .map_err(|e| Problem {
                     reason: e.to_string(),
@@ -225,7 +222,8 @@ fn read_binding(
     let obj = client
         .get(&resource.path(Some(namespace), Some(name), None))
         .map_err(|e| read_problem(&e, namespace, name, version))?;
-    Binding::decode(version, &obj, &v1beta1_defaults(cfg)).map_err(|e| no_hint(e.to_string()))
+    Binding::decode(version, &obj, &crate::app::v1beta1_defaults(cfg))
+        .map_err(|e| no_hint(e.to_string()))
 }
 
 fn read_problem(e: &kube::Error, namespace: &str, name: &str, version: ApiVersion) -> Problem {
@@ -249,24 +247,6 @@ fn read_problem(e: &kube::Error, namespace: &str, name: &str, version: ApiVersio
         hint: e
             .is_forbidden()
             .then(|| "the kubeconfig's user may not get AcrPullBindings here".to_string()),
-    }
-}
-
-/// The v1beta1 defaults from the environment, as the controller resolves them.
-fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
-    // Field by field, so fields added to the defaults later keep their `Default`.
-    #[allow(clippy::field_reassign_with_default)]
-    {
-        let mut d = V1beta1Defaults::default();
-        d.acr_server = cfg.env.acr_server.clone();
-        d.client_id = cfg.env.managed_identity_client_id.clone();
-        d.resource_id = cfg.env.managed_identity_resource_id.clone();
-        d.arm_resource = cfg
-            .env
-            .arm_resource
-            .clone()
-            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string());
-        d
     }
 }
 
@@ -845,6 +825,7 @@ mod tests {
     use crate::azure::entra::AssertionRequest;
     use crate::azure::error::ErrorDetail;
     use crate::azure::AccessToken;
+    use crate::binding::V1beta1Defaults;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use std::sync::Mutex;

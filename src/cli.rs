@@ -521,13 +521,14 @@ const CHECK_FLAGS: &[(&str, &str)] = &[
 ];
 
 /// The controller flags that matter to `acrpull check` (the others are accepted and ignored).
-const CHECK_GLOBAL_FLAGS: [&str; 6] = [
+const CHECK_GLOBAL_FLAGS: [&str; 7] = [
     "kubeconfig",
     "imds-endpoint",
     "connect-to",
     "entra-audience",
     "allowed-acr-server-suffixes",
     "authority-host",
+    "service-account-token-audience",
 ];
 
 /// `acrpull check`'s flags as given, before they are checked to name exactly one binding.
