@@ -19,8 +19,10 @@ use time::{Duration, OffsetDateTime};
 const NOW: OffsetDateTime = datetime!(2026-01-02 15:04:05 UTC);
 const V1BETA2_CRD: &str = "01-crd-acrpull.microsoft.com.yaml";
 const V1BETA1_CRD: &str = "02-crd-msi-acrpull.microsoft.com.yaml";
-/// The controller's namespace and ServiceAccount, upstream's chart names.
+/// The controller's namespace, upstream's chart name.
 const NAMESPACE: &str = "acrpull";
+/// The controller's ServiceAccount, upstream's chart name.
+const SERVICE_ACCOUNT: &str = "acrpull";
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -410,6 +412,7 @@ fn rbac_rules_have_no_wildcard_anywhere() {
 #[test]
 fn role_bindings_grant_the_shipped_service_account() {
     let sa = load_one("10-serviceaccount.yaml");
+    assert_eq!(sa["metadata"]["name"], SERVICE_ACCOUNT);
     let rbac = load("11-rbac.yaml");
     for kind in ["ClusterRoleBinding", "RoleBinding"] {
         let b = of_kind(&rbac, kind)[0];
@@ -454,7 +457,7 @@ fn port_named(container: &Value, name: &str) -> u64 {
 fn the_deployment_is_hardened_probed_and_sized() {
     let d = load_one("20-deployment.yaml");
     let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "acrpull");
+    assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
@@ -626,6 +629,55 @@ fn crd_schemas_are_structural_and_use_only_keywords_the_validator_knows() {
         schema_problems(openapi(&load_one(file)), "", &mut problems);
         assert!(problems.is_empty(), "{file}: {problems:#?}");
     }
+}
+
+/// Every `x-kubernetes-validations` rule below `schema`, as (rule, message).
+fn cel_rules(schema: &Value, out: &mut Vec<(String, String)>) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let text = |k: &str| rule[k].as_str().unwrap_or_default().to_string();
+        out.push((text("rule"), text("message")));
+    }
+    for child in schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, c)| c)
+    {
+        cel_rules(child, out);
+    }
+    if let Some(items) = schema.get("items") {
+        cel_rules(items, out);
+    }
+}
+
+#[test]
+fn v1beta2_cel_rules_fix_the_airgapped_typo_and_say_what_the_decoder_says() {
+    let mut rules = Vec::new();
+    cel_rules(openapi(&load_one(V1BETA2_CRD)), &mut rules);
+    assert!(rules.iter().all(|(r, _)| !r.contains("ArigappedCloud")));
+    assert!(rules
+        .iter()
+        .any(|(r, _)| r.contains("self.environment == 'AirgappedCloud'")));
+    // The decoder re-checks the rules (clusters may skip CRD validation) with the same words.
+    let messages: BTreeSet<&str> = rules.iter().map(|(_, m)| m.as_str()).collect();
+    for e in [
+        SpecError::AuthNotExactlyOne,
+        SpecError::ManagedIdentityBothIds,
+        SpecError::WorkloadIdsNotPaired,
+        SpecError::AirgappedWithoutCloudConfig,
+    ] {
+        assert!(
+            messages.contains(e.to_string().as_str()),
+            "no CEL rule says {e}"
+        );
+    }
+    let mut legacy = Vec::new();
+    cel_rules(openapi(&load_one(V1BETA1_CRD)), &mut legacy);
+    assert!(legacy.is_empty(), "v1beta1 has no CEL rules upstream");
 }
 
 #[test]
@@ -1136,7 +1188,10 @@ fn admission_policies_parse_and_every_policy_is_bound_failing_open_on_missing_pa
     let params = of_kind(&objs, "ConfigMap");
     assert_eq!(params.len(), 1);
     let params = params[0];
-    assert_eq!(params["data"]["controllerServiceAccountName"], "acrpull");
+    assert_eq!(
+        params["data"]["controllerServiceAccountName"],
+        SERVICE_ACCOUNT
+    );
     assert_eq!(params["data"]["controllerNamespace"], NAMESPACE);
     assert_eq!(
         params["data"]["tokenAudience"],

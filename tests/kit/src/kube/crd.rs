@@ -264,9 +264,11 @@ fn is_bare_host(s: &str) -> bool {
 
 /// The v1beta2 defaults (hand-translated from the CRD's `default:`).
 fn v1beta2_defaults(obj: &mut Value) {
-    let acr = &mut obj["spec"]["acr"];
-    if acr.is_object() && !has(acr, "environment") {
-        acr["environment"] = json!("PublicCloud");
+    // Indexing a missing member mutably would create it, so look before writing.
+    if let Some(acr) = obj.get_mut("spec").and_then(|s| s.get_mut("acr")) {
+        if acr.is_object() && !has(acr, "environment") {
+            acr["environment"] = json!("PublicCloud");
+        }
     }
 }
 
@@ -335,18 +337,14 @@ pub fn validate(rt: &ResourceType, name: &str, obj: &mut Value) -> Result<(), Ap
     let mut errs = Vec::new();
     prune(obj, schema, "", &mut errs);
     if errs.is_empty() {
-        // Neither CRD requires `spec` at the root; the emulator does, which no test relies on
-        // being accepted and which keeps the checks below simple.
-        if !obj["spec"].is_object() {
-            errs.push("spec: Required value".into());
-        } else {
-            if v2 {
-                v1beta2_defaults(obj);
-            }
-            check(obj, schema, "", &mut errs);
-            if v2 {
-                v1beta2_cel(obj, &mut errs);
-            }
+        // Neither CRD requires `spec`, so a binding without one is stored, as a real API
+        // server stores it; the controller must report it rather than crash.
+        if v2 {
+            v1beta2_defaults(obj);
+        }
+        check(obj, schema, "", &mut errs);
+        if v2 {
+            v1beta2_cel(obj, &mut errs);
         }
     }
     if errs.is_empty() {
@@ -543,5 +541,14 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_binding_without_spec_is_stored_as_it_is() {
+        let mut b = json!({"metadata": {"name": "b"}});
+        validate(&BINDINGS_V1BETA2, "b", &mut b).unwrap();
+        assert_eq!(b, json!({"metadata": {"name": "b"}}));
+        let mut legacy = json!({"metadata": {"name": "b"}});
+        validate(&BINDINGS_V1BETA1, "b", &mut legacy).unwrap();
     }
 }
