@@ -247,3 +247,35 @@ fn an_unusable_policy_file_stops_start_up() {
         p.log.text()
     );
 }
+
+#[test]
+fn a_cross_tenant_binding_needs_its_node_identity_and_its_application_allowed() {
+    let mut w = World::start();
+    const OTHER_TENANT: &str = "bbbbbbbb-0000-0000-0000-000000000009";
+    w.federate_managed_identity(1, APP, OTHER_TENANT);
+    // The node identity is allowed, the application is not.
+    let policy = write_policy(
+        &w,
+        json!([{"namespaces": ["default"], "identities": [identity(1).client_id],
+                "registries": [REGISTRY]}]),
+    );
+    let p = start(&mut w, &policy);
+    let mut b = mi_binding("b");
+    b["spec"]["auth"]["managedIdentity"]["federatedApplication"] =
+        json!({"tenantID": OTHER_TENANT, "clientID": APP});
+    create(&w, b);
+    let e = status_error(&w, "b", "identity policy");
+    assert!(e.contains(&format!("identity \"{APP}\"")), "{e}");
+    assert_eq!(token_calls(&w), 0, "not even the node identity's token");
+
+    // Both allowed: the pull works.
+    write_policy(
+        &w,
+        json!([{"namespaces": ["default"], "identities": [identity(1).client_id, APP],
+                "registries": [REGISTRY]}]),
+    );
+    w.wait_for("the reload", WAIT, || {
+        p.log.contains("identity policy reloaded").then_some(())
+    });
+    fulfilled(&w, "b");
+}

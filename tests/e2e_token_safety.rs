@@ -155,18 +155,25 @@ fn redirects_from_registries_and_entra_are_never_followed() {
 }
 
 #[test]
-fn a_registry_with_an_untrusted_certificate_gets_no_token() {
+fn a_registry_or_entra_with_an_untrusted_certificate_gets_no_token() {
     let mut w = World::start();
     let stranger = Ca::new();
     let impostor = recorder(ok);
     let server = serve_https(
         impostor.clone(),
-        stranger.server_config(&["acr.untrusted.example"]),
+        stranger.server_config(&["acr.untrusted.example", "login.untrusted.example"]),
     )
     .expect("impostor listens");
+    w.service_account(
+        "default",
+        "delegate",
+        json!({"azure.workload.identity/client-id": APP, "azure.workload.identity/tenant-id": TENANT}),
+    );
     let args = vec![
         "--allowed-acr-server-suffixes=azurecr.io,untrusted.example".to_string(),
         format!("--connect-to=acr.untrusted.example={}", server.addr()),
+        format!("--connect-to=login.untrusted.example={}", server.addr()),
+        "--authority-host=https://login.untrusted.example/".to_string(),
     ];
     let _p = start(&mut w, &args, &[]);
     w.api
@@ -183,14 +190,24 @@ fn a_registry_with_an_untrusted_certificate_gets_no_token() {
             ),
         )
         .expect("binding accepted");
+    w.api
+        .create(
+            BINDINGS_V1BETA2,
+            "default",
+            binding_v1beta2_workload("default", "wi", SCOPE, "delegate", None, "default"),
+        )
+        .expect("binding accepted");
     let e = status_error(&w, BINDINGS_V1BETA2, "b");
     assert!(e.starts_with("failed to retrieve ACR token"), "{e}");
+    let e = status_error(&w, BINDINGS_V1BETA2, "wi");
+    assert!(e.starts_with("failed to retrieve ARM token"), "{e}");
     assert_eq!(
         impostor.hits.load(Ordering::SeqCst),
         0,
         "the handshake must fail before any request"
     );
     assert!(w.api.get("secrets", "default", "acr-pull-b").is_none());
+    assert!(w.api.get("secrets", "default", "acr-pull-wi").is_none());
 }
 
 #[test]
@@ -219,7 +236,11 @@ fn plain_http_is_never_used_for_entra() {
     w.api
         .create(BINDINGS_V1BETA2, "default", b)
         .expect("binding accepted");
-    status_error(&w, BINDINGS_V1BETA2, "b");
+    let e = status_error(&w, BINDINGS_V1BETA2, "b");
+    assert_eq!(
+        e,
+        "failed to retrieve ARM token: invalid entra authority host"
+    );
     assert_eq!(plain.hits.load(Ordering::SeqCst), 0);
     assert!(w.api.get("secrets", "default", "acr-pull-b").is_none());
 
