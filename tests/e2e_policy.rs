@@ -74,19 +74,15 @@ fn status_error(w: &World, name: &str, needle: &str) -> String {
     })
 }
 
-fn event_note(w: &World, name: &str, needle: &str) -> String {
+fn event_note(w: &World, name: &str, needle: &str) -> Value {
     w.wait_for(
         &format!("an Event for {name} saying {needle:?}"),
         WAIT,
         || {
-            w.api
-                .list(EVENTS, Some("default"))
-                .into_iter()
-                .find_map(|ev| {
-                    let note = ev["note"].as_str()?;
-                    (ev["regarding"]["name"] == name && note.contains(needle))
-                        .then(|| note.to_string())
-                })
+            w.api.list(EVENTS, Some("default")).into_iter().find(|ev| {
+                ev["regarding"]["name"] == name
+                    && ev["note"].as_str().is_some_and(|n| n.contains(needle))
+            })
         },
     )
 }
@@ -146,8 +142,20 @@ fn a_binding_outside_the_policy_gets_a_status_error_an_event_and_no_token() {
     // The workload client ID came from the ServiceAccount annotation and is still checked.
     let e = status_error(&w, "wi", "identity policy");
     assert!(e.contains(&format!("identity \"{APP}\"")), "{e}");
-    event_note(&w, "mi", "identity policy");
+    let ev = event_note(&w, "mi", "identity policy");
+    assert_eq!(ev["reason"], "PolicyDenied");
+    assert_eq!(ev["type"], "Warning");
     event_note(&w, "wi", "identity policy");
+    let b = w
+        .api
+        .get(BINDINGS_V1BETA2, "default", "mi")
+        .expect("binding");
+    let ready = b["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+        .expect("a Ready condition");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "PolicyDenied");
     assert_eq!(token_calls(&w), 0, "no token of any kind was requested");
     assert!(w.api.get("secrets", "default", "acr-pull-mi").is_none());
     assert!(w.api.get("secrets", "default", "acr-pull-wi").is_none());
