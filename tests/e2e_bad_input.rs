@@ -73,19 +73,23 @@ fn fulfilled(w: &World, res: &str, name: &str) -> Value {
     })
 }
 
-/// Writes (anything but get/list/watch) the controller made to `resource` objects named `name`.
+/// Writes the controller made that changed a `resource` object named `name` (a refused create
+/// or a failed precondition changes nothing).
 fn writes_to(w: &World, resource: &str, name: &str) -> usize {
     w.api.count_matching(|r| {
         r.resource == resource
             && r.name == name
+            && r.code < 300
             && !matches!(r.verb.as_str(), "get" | "list" | "watch")
     })
 }
 
-/// Writes the controller made to any object of `resource`.
+/// Writes the controller made that changed any object of `resource`.
 fn writes_of(w: &World, resource: &str) -> usize {
     w.api.count_matching(|r| {
-        r.resource == resource && !matches!(r.verb.as_str(), "get" | "list" | "watch")
+        r.resource == resource
+            && r.code < 300
+            && !matches!(r.verb.as_str(), "get" | "list" | "watch")
     })
 }
 
@@ -395,66 +399,82 @@ fn corrupted_annotations_on_our_secret_are_repaired() {
 #[test]
 fn a_foreign_secret_with_our_name_is_never_touched() {
     let mut w = World::start();
-    let foreign = w
-        .api
-        .create(
-            "secrets",
-            "default",
-            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                   "metadata": {"name": "acr-pull-taken", "namespace": "default",
-                                "labels": {"acr.microsoft.com/binding": "taken"}},
-                   "data": {"k": "dmFsdWU="}}),
-        )
-        .expect("foreign Secret");
+    // One carries our label (our watch sees it), one does not (only a create conflict shows it).
+    let foreign: Vec<(&str, Value)> = [("taken", true), ("hidden", false)]
+        .into_iter()
+        .map(|(name, labelled)| {
+            let mut s = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": format!("acr-pull-{name}"), "namespace": "default"},
+                "data": {"k": "dmFsdWU="}});
+            if labelled {
+                s["metadata"]["labels"] = json!({"acr.microsoft.com/binding": name});
+            }
+            let created = w
+                .api
+                .create("secrets", "default", s)
+                .expect("foreign Secret");
+            (name, created)
+        })
+        .collect();
     let mut p = start(&mut w);
-    create(
-        &w,
-        BINDINGS_V1BETA2,
-        binding_v1beta2(
-            "default",
-            "taken",
-            REGISTRY,
-            SCOPE,
-            &identity(1).client_id,
-            "default",
-        ),
-    );
-    let e = status_error(&w, BINDINGS_V1BETA2, "taken");
-    assert_eq!(
-        e,
-        "secret \"acr-pull-taken\" exists and is not owned by this binding"
-    );
-    wait_event(&w, "taken");
-    w.api
-        .delete(BINDINGS_V1BETA2, "default", "taken")
-        .expect("binding deleted");
-    w.wait_for("the binding gone", WAIT, || {
+    for (name, _) in &foreign {
+        create(
+            &w,
+            BINDINGS_V1BETA2,
+            binding_v1beta2(
+                "default",
+                name,
+                REGISTRY,
+                SCOPE,
+                &identity(1).client_id,
+                "default",
+            ),
+        );
+    }
+    for (name, _) in &foreign {
+        let e = status_error(&w, BINDINGS_V1BETA2, name);
+        assert_eq!(
+            e,
+            format!("secret \"acr-pull-{name}\" exists and is not owned by this binding")
+        );
+        let ev = w.wait_for("a SecretConflict Event", WAIT, || {
+            w.api
+                .list(EVENTS, Some("default"))
+                .into_iter()
+                .find(|ev| ev["regarding"]["name"] == *name && ev["reason"] == "SecretConflict")
+        });
+        assert_eq!(ev["type"], "Warning");
         w.api
-            .get(BINDINGS_V1BETA2, "default", "taken")
-            .is_none()
-            .then_some(())
-    });
-    let now = w
-        .api
-        .get("secrets", "default", "acr-pull-taken")
-        .expect("the foreign Secret survives");
-    assert_eq!(
-        now["metadata"]["resourceVersion"],
-        foreign["metadata"]["resourceVersion"]
-    );
-    assert_eq!(now["data"], foreign["data"]);
-    // The label-selected watch sees it; acrpull may read it but never write it.
-    assert_eq!(writes_to(&w, "secrets", "acr-pull-taken"), 0);
+            .delete(BINDINGS_V1BETA2, "default", name)
+            .expect("binding deleted");
+    }
+    for (name, before) in &foreign {
+        w.wait_for("the binding gone", WAIT, || {
+            w.api
+                .get(BINDINGS_V1BETA2, "default", name)
+                .is_none()
+                .then_some(())
+        });
+        let secret = format!("acr-pull-{name}");
+        let now = w
+            .api
+            .get("secrets", "default", &secret)
+            .expect("the foreign Secret survives");
+        assert_eq!(
+            now["metadata"]["resourceVersion"],
+            before["metadata"]["resourceVersion"]
+        );
+        assert_eq!(now["data"], before["data"]);
+        assert_eq!(writes_to(&w, "secrets", &secret), 0);
+    }
     assert_no_secret_or_sa_writes(&w);
     let sa = w
         .api
         .get("serviceaccounts", "default", "default")
         .expect("SA");
     assert!(
-        sa["imagePullSecrets"]
-            .as_array()
-            .is_none_or(|a| a.iter().all(|r| r["name"] != "acr-pull-taken")),
-        "the foreign Secret was never attached: {sa}"
+        sa["imagePullSecrets"].as_array().is_none_or(Vec::is_empty),
+        "a foreign Secret was attached: {sa}"
     );
     assert_alive(&mut p);
 }
