@@ -17,6 +17,7 @@ use crate::leader::{
 };
 use crate::metrics::{collect_token_counters, Metrics};
 use crate::plan::PlanConfig;
+use crate::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
 use crate::reconcile::Reconciler;
 use crate::selector::Selector;
 use crate::serve;
@@ -41,6 +42,8 @@ pub enum StartError {
     LeaseNamespace,
     /// Leader election could not start.
     Leader(crate::leader::Error),
+    /// `--identity-policy` names a file that cannot be read or is not a valid policy.
+    Policy(crate::policy::PolicyError),
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +57,7 @@ impl fmt::Display for StartError {
                 "--leader-elect needs --leader-election-namespace when not running in a cluster",
             ),
             StartError::Leader(e) => write!(f, "leader election: {e}"),
+            StartError::Policy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -83,6 +87,14 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         }
         AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
     }
+    let (policy, policy_file) = match &cfg.identity_policy {
+        Some(path) => {
+            let (file, p) = PolicyFile::load(path).map_err(StartError::Policy)?;
+            log::info!("identity policy {} enforced", path.display());
+            (PolicyHandle::enforcing(p), Some(file))
+        }
+        None => (PolicyHandle::default(), None),
+    };
     let defaults = v1beta1_defaults(cfg);
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
@@ -132,7 +144,9 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         acr_audience: cfg.entra_audience == EntraAudience::Acr,
         authority_host: cfg.authority_host.clone(),
         token_audience: cfg.service_account_token_audience.clone(),
+        policy: policy.clone(),
     });
+    let reconciler_for_policy = Arc::clone(&reconciler);
     let settings = Settings {
         label_selector: selector.to_string(),
         workers: cfg.workers,
@@ -140,6 +154,23 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     };
     let controller =
         Controller::start(client, reconciler, obs, &settings).map_err(StartError::Io)?;
+    if let Some(file) = policy_file {
+        let (queue, store) = (controller.queue(), controller.store());
+        let requeue_all = move || {
+            let keys = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .binding_keys();
+            for k in keys {
+                // A denial is remembered like a token failure; forget it so the new policy
+                // is asked at once.
+                reconciler_for_policy.token_gate.forget(&k);
+                queue.add(k);
+            }
+        };
+        spawn_reloader(file, policy, RELOAD_PERIOD, Box::new(requeue_all))
+            .map_err(StartError::Io)?;
+    }
     log::info!(
         "acrpull {} started with {} workers",
         env!("CARGO_PKG_VERSION"),

@@ -50,6 +50,8 @@ pub struct Config {
     pub allowed_acr_server_suffixes: Option<Vec<String>>,
     /// Explicit kubeconfig path.
     pub kubeconfig: Option<PathBuf>,
+    /// `--identity-policy`: which namespaces may use which identities with which registries.
+    pub identity_policy: Option<PathBuf>,
     /// IMDS base URL.
     pub imds_endpoint: String,
     /// Entra authority host override (tests, private clouds).
@@ -105,6 +107,7 @@ impl Default for Config {
             label_selector: String::new(),
             allowed_acr_server_suffixes: None,
             kubeconfig: None,
+            identity_policy: None,
             imds_endpoint: DEFAULT_IMDS_ENDPOINT.into(),
             authority_host: None,
             entra_audience: EntraAudience::Arm,
@@ -191,6 +194,7 @@ const FLAGS: &[(&str, bool, &str)] = &[
     ("label-selector", false, "only reconcile bindings matching this label selector (default: all)"),
     ("allowed-acr-server-suffixes", false, "comma-separated registry suffixes tokens may be sent to; repeatable; \"*\" allows any (default azurecr.io,azurecr.us,azurecr.cn)"),
     ("kubeconfig", false, "kubeconfig file (default: $KUBECONFIG, then in-cluster)"),
+    ("identity-policy", false, "JSON file saying which namespaces may use which identities with which registries; re-read when it changes (default: no policy)"),
     ("imds-endpoint", false, "Instance Metadata Service base URL (default \"http://169.254.169.254\"; $AZURE_POD_IDENTITY_AUTHORITY_HOST overrides)"),
     ("authority-host", false, "Entra authority host for every cloud, e.g. https://login.example/ (default: per cloud)"),
     ("entra-audience", false, "audience of Entra and IMDS tokens: arm or acr (default arm)"),
@@ -367,6 +371,8 @@ fn apply(
             .extend(comma_separated(&v)),
         "kubeconfig" if !v.is_empty() => cfg.kubeconfig = Some(PathBuf::from(v)),
         "kubeconfig" => {}
+        "identity-policy" if !v.trim().is_empty() => cfg.identity_policy = Some(PathBuf::from(v)),
+        "identity-policy" => return Err(invalid(name, &v, "a file path")),
         "imds-endpoint" => {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
                 return Err(invalid(name, &v, "an http:// or https:// URL"));
@@ -782,6 +788,16 @@ mod tests {
             run(&["positional"]),
             Err(UsageError::UnexpectedArgument(_))
         ));
+    }
+
+    #[test]
+    fn identity_policy_takes_a_path() {
+        let c = run(&["--identity-policy=/etc/acrpull/policy.json"]).unwrap();
+        assert_eq!(
+            c.identity_policy,
+            Some(PathBuf::from("/etc/acrpull/policy.json"))
+        );
+        assert!(run(&["--identity-policy="]).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
 pub mod schedule;
 pub mod selector;
