@@ -23,9 +23,18 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Dot-separated DNS-1123 labels, at most 253 characters.
+/// Dot-separated DNS-1123 labels, at most 253 characters in all. Like the real server
+/// (`IsDNS1123Subdomain`), a part between dots may be longer than 63 characters.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
@@ -224,6 +233,7 @@ mod tests {
         assert!(!is_dns1123_subdomain("A"));
         assert!(!is_dns1123_subdomain("-a"));
         assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        assert!(is_dns1123_subdomain(&"a".repeat(100)));
         assert!(!is_dns1123_label(&"a".repeat(64)));
     }
 
