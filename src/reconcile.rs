@@ -143,7 +143,7 @@ impl Reconciler {
             let now = OffsetDateTime::now_utc();
             let outcome = match plan::plan(&obs, &self.plan, now, minted.as_ref()) {
                 Outcome::NeedToken(need) => {
-                    let m = self.mint(&need);
+                    let m = self.mint_once(key, &need);
                     let o = plan::plan(&obs, &self.plan, now, Some(&m));
                     minted = Some(m);
                     o
@@ -189,6 +189,24 @@ impl Reconciler {
             Err(e) => return Err(kube_err(format!("get serviceaccount {ns}/{name}"))(e)),
         }
         Ok(())
+    }
+
+    /// Like [`Reconciler::mint`], but a failure for the same inputs moments ago is answered again
+    /// instead of asking Azure (the pass that our own failure status write triggers; see
+    /// [`crate::store::FAILED_TOKEN_HOLD`]).
+    fn mint_once(&self, key: &BindingKey, need: &TokenNeed) -> Minted {
+        let now = std::time::Instant::now();
+        if let Some(message) = self.store().recent_token_failure(key, need, now) {
+            log::debug!("{key}: the token attempt failed moments ago; not asking again yet");
+            return Minted::Err(message);
+        }
+        let minted = self.mint(need);
+        let failure = match &minted {
+            Minted::Err(message) => Some(message.as_str()),
+            Minted::Ok(_) => None,
+        };
+        self.store().record_token_attempt(key, need, failure, now);
+        minted
     }
 
     /// Gets a registry token for `need`, as the planner's `Minted` (errors carry upstream's prefixes).

@@ -8,12 +8,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::binding::{ApiVersion, Binding, V1beta1Defaults, KIND};
 use crate::names::{is_managed_name, BINDING_LABEL};
-use crate::plan::{Observed, SaObs, SecretObs};
+use crate::plan::{Observed, SaObs, SecretObs, TokenNeed};
+
+/// How long a failed token attempt answers for the same binding and inputs. A failure writes
+/// `status.error`, and that write's own watch event queues the binding at once; without this hold
+/// the pass it triggers tries Azure again, and when error texts differ between attempts (Entra's
+/// carry trace IDs and timestamps) every failure re-triggers itself with no backoff. Well under
+/// the first failure backoff (5 s less 20 % jitter), so scheduled retries always try again.
+pub const FAILED_TOKEN_HOLD: Duration = Duration::from_secs(2);
+
+/// The last failed token attempt of a binding.
+#[derive(Clone, Debug)]
+struct FailedToken {
+    need: TokenNeed,
+    message: String,
+    at: Instant,
+}
 
 /// Identifies one binding: namespace first, so a namespace's bindings are one range of the map.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,6 +81,8 @@ pub struct Store {
     sas: BTreeMap<NsName, SaObs>,
     /// ServiceAccounts a GET found missing; the ServiceAccount watch clears them on creation.
     absent_sas: BTreeSet<NsName>,
+    /// The last failed token attempt per binding (see [`FAILED_TOKEN_HOLD`]).
+    failed_tokens: BTreeMap<BindingKey, FailedToken>,
 }
 
 fn ns_name(obj: &Value) -> Option<NsName> {
@@ -165,6 +183,7 @@ impl Store {
             name,
             version,
         };
+        self.failed_tokens.remove(&key);
         self.bindings.remove(&key).map(|_| key)
     }
 
@@ -375,6 +394,47 @@ impl Store {
         keys.into_iter().collect()
     }
 
+    // ---- failed token attempts ----
+
+    /// The message of a token attempt for `key` that failed less than [`FAILED_TOKEN_HOLD`]
+    /// before `now` with the very same inputs, if any.
+    pub fn recent_token_failure(
+        &self,
+        key: &BindingKey,
+        need: &TokenNeed,
+        now: Instant,
+    ) -> Option<String> {
+        let f = self.failed_tokens.get(key)?;
+        let fresh = now.saturating_duration_since(f.at) < FAILED_TOKEN_HOLD;
+        (fresh && f.need == *need).then(|| f.message.clone())
+    }
+
+    /// Records the outcome of a token attempt for `key` made at `at`: a failure is remembered,
+    /// a success forgets any earlier failure.
+    pub fn record_token_attempt(
+        &mut self,
+        key: &BindingKey,
+        need: &TokenNeed,
+        failure: Option<&str>,
+        at: Instant,
+    ) {
+        match failure {
+            Some(message) => {
+                self.failed_tokens.insert(
+                    key.clone(),
+                    FailedToken {
+                        need: need.clone(),
+                        message: message.to_string(),
+                        at,
+                    },
+                );
+            }
+            None => {
+                self.failed_tokens.remove(key);
+            }
+        }
+    }
+
     // ---- observation ----
 
     /// Everything the planner needs about `key`, or `None` if the binding is gone.
@@ -567,5 +627,65 @@ mod tests {
         s.apply_secret(&secret("b", "acr-pull-b", Some("b"), "b", "3"));
         s.mark_sa_absent("a", "default");
         assert!(ready(s.observe(&key("a", "b"))).secrets.is_empty());
+    }
+
+    fn need(scope: &str) -> TokenNeed {
+        TokenNeed {
+            version: ApiVersion::V1beta2,
+            namespace: "ns".into(),
+            binding_name: "b".into(),
+            identity: crate::binding::Identity::ManagedClientId("c".into()),
+            server: "r.azurecr.io".into(),
+            registry: crate::suffix::parse_server("r.azurecr.io").unwrap(),
+            scope: scope.into(),
+            environment: crate::binding::Environment::PublicCloud,
+            arm_resource: "https://management.core.windows.net/".into(),
+            target_service_account: "default".into(),
+            inputs_hash: "h".into(),
+            not_issued_before: None,
+        }
+    }
+
+    #[test]
+    fn a_token_failure_answers_for_the_same_inputs_only_briefly() {
+        let mut s = Store::default();
+        let k = key("ns", "b");
+        let t0 = Instant::now();
+        s.record_token_attempt(&k, &need("repository:a:pull"), Some("boom"), t0);
+        let soon = t0 + Duration::from_millis(50);
+        assert_eq!(
+            s.recent_token_failure(&k, &need("repository:a:pull"), soon),
+            Some("boom".to_string())
+        );
+        assert_eq!(
+            s.recent_token_failure(&k, &need("repository:b:pull"), soon),
+            None,
+            "changed inputs try again"
+        );
+        assert_eq!(
+            s.recent_token_failure(&k, &need("repository:a:pull"), t0 + FAILED_TOKEN_HOLD),
+            None,
+            "a scheduled retry tries again"
+        );
+        assert_eq!(
+            s.recent_token_failure(&key("ns", "other"), &need("repository:a:pull"), soon),
+            None
+        );
+    }
+
+    #[test]
+    fn a_token_success_or_deletion_forgets_the_failure() {
+        let mut s = Store::default();
+        let k = key("ns", "b");
+        let t0 = Instant::now();
+        let n = need("repository:a:pull");
+        s.record_token_attempt(&k, &n, Some("boom"), t0);
+        s.record_token_attempt(&k, &n, None, t0);
+        assert_eq!(s.recent_token_failure(&k, &n, t0), None);
+        s.record_token_attempt(&k, &n, Some("boom"), t0);
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "1"))
+            .unwrap();
+        s.delete_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "1"));
+        assert_eq!(s.recent_token_failure(&k, &n, t0), None);
     }
 }
