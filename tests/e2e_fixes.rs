@@ -2,8 +2,9 @@
 //! shows the fixed behaviour with the real binary against the emulated cluster.
 
 use std::path::Path;
+use std::time::Duration;
 
-use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
+use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta1, binding_v1beta2, identity, rfc3339, Acrpull, World,
     BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, REFRESH_ANNOTATION, REGISTRY,
@@ -386,4 +387,47 @@ fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
     });
     let b = w.wait_ready(BINDINGS_V1BETA1, NS, "db1");
     assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]));
+}
+
+#[test]
+fn fix_no_secret_is_deleted_before_every_service_account_is_known() {
+    let mut w = World::start();
+    w.service_account(NS, "delegate", json!({}));
+    let p = w.acrpull(bin(), &[]);
+    w.api
+        .create(BINDINGS_V1BETA2, NS, v2("b", "delegate"))
+        .unwrap();
+    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    drop(p);
+    // An older acrpull's Secret, still referenced by the ServiceAccount the binding targeted before.
+    let old = "acr-pull-b-0123456789";
+    w.api
+        .create(
+            "secrets",
+            NS,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": old, "namespace": NS, "labels": {BINDING_LABEL: "b"},
+                    "ownerReferences": [{"apiVersion": "acrpull.microsoft.com/v1beta2",
+                        "kind": "AcrPullBinding", "name": "b", "uid": b["metadata"]["uid"],
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "data": {".dockerconfigjson": "e30="}
+            }),
+        )
+        .unwrap();
+    w.set_pull_secrets(NS, "delegate", &["acr-pull-b", old, "extraneous"]);
+    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
+        o["spec"]["serviceAccountName"] = json!("default");
+    });
+    // The ServiceAccount list is slow: the bindings and Secrets are known first.
+    w.api.inject(Fault::delay(
+        Matcher::verb("list", "serviceaccounts"),
+        Duration::from_millis(1500),
+    ));
+    let _p = w.acrpull(bin(), &[]);
+    w.wait_pull_secrets(NS, "delegate", &["extraneous"]);
+    w.wait_pull_secrets(NS, "default", &["acr-pull-b"]);
+    w.eventually("the old secret deleted", || {
+        w.api.get("secrets", NS, old).is_none().then_some(())
+    });
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta2, identity, parse_rfc3339, secret_password, World,
-    EXPIRY_ANNOTATION, REFRESH_ANNOTATION, REGISTRY,
+    CONTROLLER_USER, EXPIRY_ANNOTATION, REFRESH_ANNOTATION, REGISTRY,
 };
 use serde_json::Value;
 
@@ -46,6 +46,21 @@ fn imds_arrivals(w: &World, window: Duration, stop_after: usize) -> Vec<Duration
         std::thread::sleep(Duration::from_millis(10));
     }
     at
+}
+
+/// Waits until acrpull watches all four resources, so no start-up pass mixes into a test.
+fn watching(w: &World) {
+    w.eventually("acrpull watching", || {
+        let watches = |res: &str| {
+            w.api.count_matching(|r| {
+                r.user == CONTROLLER_USER && r.verb == "watch" && r.resource == res
+            })
+        };
+        (watches("acrpullbindings") >= 2
+            && watches("secrets") >= 1
+            && watches("serviceaccounts") >= 1)
+            .then_some(())
+    });
 }
 
 #[test]
@@ -98,8 +113,10 @@ fn tokens_bindings_created_together_share_one_exchange() {
 fn tokens_failures_back_off_instead_of_retrying_every_second() {
     let mut w = World::start();
     let _p = w.acrpull(bin(), &[]);
+    watching(&w);
     create(&w, "b", &identity(UNKNOWN).client_id);
-    let at = imds_arrivals(&w, Duration::from_secs(20), 2);
+    // Passes queued by the failure's own writes count as failures too (up to 16–24 s).
+    let at = imds_arrivals(&w, Duration::from_secs(30), 2);
     assert_eq!(at.len(), 2, "a failing binding is retried: {at:?}");
     // Not even the pass that the failure's own status write triggers asks again.
     assert!(
@@ -115,11 +132,12 @@ fn tokens_failures_back_off_instead_of_retrying_every_second() {
 fn tokens_binding_that_never_succeeded_is_retried_until_it_succeeds() {
     let mut w = World::start();
     let _p = w.acrpull(bin(), &[]);
+    watching(&w);
     create(&w, "b", &identity(UNKNOWN).client_id);
     w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     // The identity gets assigned in Azure; nothing changes in the cluster.
     w.add_identity(UNKNOWN);
-    let b = w.wait_for("a retry that succeeds", Duration::from_secs(30), || {
+    let b = w.wait_for("a retry that succeeds", Duration::from_secs(40), || {
         let b = w.api.get(BINDINGS_V1BETA2, NS, "b")?;
         let s = &b["status"];
         (s["tokenExpirationTime"].is_string() && s["error"].is_null()).then_some(b)
