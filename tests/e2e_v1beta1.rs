@@ -507,14 +507,91 @@ fn v1beta1_scenarios_20_22_deletion_unreferences_deletes_the_secret_then_drops_t
     assert!(secret(&w).is_none());
     assert!(w.pull_secrets(NS, "default").is_empty());
     let writes = w.controller_writes();
+    // The main resource only: a late status write of the last pass may show up too.
     let at = |res: &str, verb: &str| {
         writes
             .iter()
-            .position(|r| r.resource == res && r.verb == verb)
+            .position(|r| r.resource == res && r.verb == verb && r.subresource.is_empty())
             .unwrap_or_else(|| panic!("no {verb} {res}: {writes:?}"))
     };
     let unref = at("serviceaccounts", "patch");
     let delete = at("secrets", "delete");
     let finalizer = at("acrpullbindings", "patch");
     assert!(unref < delete && delete < finalizer, "{writes:?}");
+}
+
+#[test]
+fn v1beta1_legacy_unlabelled_secret_is_adopted_and_labelled() {
+    let mut w = World::start();
+    let b = create(&w, json!({}));
+    // What msi-acrpull v0.1.3 and earlier left: owner reference, no label.
+    let legacy = w
+        .api
+        .create(
+            "secrets",
+            NS,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": SECRET, "namespace": NS,
+                    "ownerReferences": [{"apiVersion": "msi-acrpull.microsoft.com/v1beta1",
+                        "kind": "AcrPullBinding", "name": "b", "uid": b["metadata"]["uid"],
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "data": {".dockerconfigjson": "e30="}
+            }),
+        )
+        .unwrap();
+    w.set_pull_secrets(NS, "default", &[SECRET]);
+    let _p = start(&mut w, &[]);
+    let (b, s) = ready(&w);
+    assert_eq!(
+        s["metadata"]["uid"], legacy["metadata"]["uid"],
+        "updated in place"
+    );
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    assert_eq!(w.pull_secrets(NS, "default"), [SECRET]);
+}
+
+#[test]
+fn v1beta1_arm_resource_environment_variable_overrides_the_imds_resource() {
+    let mut w = World::start();
+    let opts = AcrpullOptions {
+        env: vec![
+            ("ACR_SERVER".into(), REGISTRY.into()),
+            ("MANAGED_IDENTITY_CLIENT_ID".into(), identity(1).client_id),
+            (
+                "ARM_RESOURCE".into(),
+                "https://management.usgovcloudapi.net/".into(),
+            ),
+        ],
+        ..AcrpullOptions::default()
+    };
+    let _p = w.start_acrpull(bin(), &opts);
+    create(&w, json!({}));
+    ready(&w);
+    let imds = w.azure.imds.counters();
+    assert_eq!(
+        imds.issued.get(&(
+            identity(1).client_id,
+            "https://management.usgovcloudapi.net/".into()
+        )),
+        Some(&1),
+        "{imds:?}"
+    );
+}
+
+#[test]
+fn v1beta1_without_any_identity_is_a_status_error() {
+    let mut w = World::start();
+    let opts = AcrpullOptions {
+        env: vec![("ACR_SERVER".into(), REGISTRY.into())],
+        ..AcrpullOptions::default()
+    };
+    let _p = w.start_acrpull(bin(), &opts);
+    create(&w, json!({}));
+    let b = w.wait_error(BINDINGS_V1BETA1, NS, "b", |e| !e.is_empty());
+    assert_eq!(
+        b["status"]["error"],
+        "either a client ID or a resource ID is required"
+    );
+    assert!(w.azure.shared.requests().is_empty());
 }

@@ -584,10 +584,11 @@ fn v1beta2_scenarios_23_25_deletion_unreferences_deletes_the_secret_then_drops_t
     assert!(secret(&w).is_none());
     assert_eq!(w.pull_secrets(NS, "default"), ["user-secret"]);
     let writes = w.controller_writes();
+    // The main resource only: a late status write of the last pass may show up too.
     let at = |res: &str, verb: &str| {
         writes
             .iter()
-            .position(|r| r.resource == res && r.verb == verb)
+            .position(|r| r.resource == res && r.verb == verb && r.subresource.is_empty())
             .unwrap_or_else(|| panic!("no {verb} {res}: {writes:?}"))
     };
     let unref = at("serviceaccounts", "patch");
@@ -614,4 +615,262 @@ fn v1beta2_deletion_completes_when_the_service_account_is_missing() {
     });
     assert!(secret(&w).is_none());
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    let (good, s) = ready(&w);
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    // Upstream's e2e: a scope the registry refuses.
+    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
+        o["spec"]["acr"]["scope"] = json!("invalid!>?$q34m2,");
+    });
+    let bad = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    let err = bad["status"]["error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("failed to retrieve ACR token: "), "{err}");
+    assert_eq!(
+        bad["status"]["tokenExpirationTime"],
+        good["status"]["tokenExpirationTime"]
+    );
+    assert_eq!(
+        bad["status"]["lastTokenRefreshTime"],
+        good["status"]["lastTokenRefreshTime"]
+    );
+    let kept = secret(&w).expect("the previous secret is kept");
+    assert_eq!(kept["data"], s["data"]);
+    assert_eq!(w.pull_secrets(NS, "default"), [SECRET]);
+
+    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
+        o["spec"]["acr"]["scope"] = json!(SCOPE);
+    });
+    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    assert!(b["status"]["error"].is_null(), "{b}");
+}
+
+#[test]
+fn v1beta2_secret_deleted_by_a_user_is_recreated() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    let (b, s) = ready(&w);
+    w.api.delete("secrets", NS, SECRET).unwrap();
+    let again = w.eventually("the secret recreated", || {
+        secret(&w).filter(|n| n["metadata"]["uid"] != s["metadata"]["uid"])
+    });
+    assert_pull_secret(&w, &again, &b, REGISTRY, "b");
+    assert_eq!(w.pull_secrets(NS, "default"), [SECRET]);
+}
+
+#[test]
+fn v1beta2_deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
+    let mut w = World::start();
+    w.service_account(NS, "robot", json!({}));
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "robot");
+    let (good, _) = ready(&w);
+    w.api.delete("serviceaccounts", NS, "robot").unwrap();
+    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    assert_eq!(b["status"]["error"], "service account \"robot\" not found");
+    assert_eq!(
+        b["status"]["tokenExpirationTime"],
+        good["status"]["tokenExpirationTime"]
+    );
+    assert!(secret(&w).is_some());
+    // Recreated: attached again.
+    w.service_account(NS, "robot", json!({}));
+    w.wait_pull_secrets(NS, "robot", &[SECRET]);
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+}
+
+#[test]
+fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
+    let mut w = World::start();
+    let foreign = w
+        .api
+        .create(
+            "secrets",
+            NS,
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": SECRET, "namespace": NS},
+                   "data": {"k": "dg=="}}),
+        )
+        .unwrap();
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    assert_eq!(
+        b["status"]["error"],
+        "secret \"acr-pull-b\" exists and is not owned by this binding"
+    );
+    let now = secret(&w).unwrap();
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        foreign["metadata"]["resourceVersion"]
+    );
+    assert!(w.pull_secrets(NS, "default").is_empty());
+    // Deleting the binding leaves the foreign Secret alone too.
+    w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
+    w.eventually("the binding gone", || {
+        w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
+    });
+    assert_eq!(
+        secret(&w).unwrap()["metadata"]["uid"],
+        foreign["metadata"]["uid"]
+    );
+}
+
+#[test]
+fn v1beta2_airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
+    let mut w = World::start();
+    let mut p = w.acrpull(bin(), &[]);
+    let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
+    obj["spec"]["acr"]["environment"] = json!("AirgappedCloud");
+    create_obj(&w, obj);
+    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    assert_eq!(
+        b["status"]["error"],
+        "a custom cloud configuration must be present for air-gapped cloud environments"
+    );
+    assert!(p.exited().is_none(), "acrpull keeps running");
+    // And it still serves other bindings.
+    create_obj(
+        &w,
+        binding_v1beta2(NS, "c", REGISTRY, SCOPE, &identity(1).client_id, "default"),
+    );
+    w.wait_ready(BINDINGS_V1BETA2, NS, "c");
+}
+
+#[test]
+fn v1beta2_sovereign_clouds_use_their_arm_audience() {
+    let mut w = World::start();
+    w.add_granted_registry("gov.azurecr.us");
+    w.add_granted_registry("cn.azurecr.cn");
+    let _p = w.acrpull(bin(), &[]);
+    for (name, server, env) in [
+        ("gov", "gov.azurecr.us", "USGovernmentCloud"),
+        ("cn", "cn.azurecr.cn", "ChinaCloud"),
+    ] {
+        let mut obj = binding_v1beta2(NS, name, server, SCOPE, &identity(1).client_id, "default");
+        obj["spec"]["acr"]["environment"] = json!(env);
+        create_obj(&w, obj);
+    }
+    for (name, server) in [("gov", "gov.azurecr.us"), ("cn", "cn.azurecr.cn")] {
+        let b = w.wait_ready(BINDINGS_V1BETA2, NS, name);
+        let s = w.eventually("the secret", || {
+            w.api.get("secrets", NS, &format!("acr-pull-{name}"))
+        });
+        assert_pull_secret(&w, &s, &b, server, name);
+    }
+    let imds = w.azure.imds.counters();
+    let resources: Vec<&str> = imds.issued.keys().map(|(_, r)| r.as_str()).collect();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.trim_end_matches('/') == "https://management.core.usgovcloudapi.net"),
+        "{imds:?}"
+    );
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.trim_end_matches('/') == "https://management.core.chinacloudapi.cn"),
+        "{imds:?}"
+    );
+}
+
+#[test]
+fn v1beta2_several_scopes_are_sent_as_one_field() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    let scopes = "repository:a:pull repository:b:pull";
+    create_obj(
+        &w,
+        binding_v1beta2(NS, "b", REGISTRY, scopes, &identity(1).client_id, "default"),
+    );
+    let (b, s) = ready(&w);
+    let password = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    let acr = w.azure.acr.counters();
+    assert_eq!(
+        acr.tokens
+            .get(&(REGISTRY.into(), identity(1).object_id, scopes.into())),
+        Some(&1),
+        "{acr:?}"
+    );
+    assert!(w.azure.acr.authorize(REGISTRY, &password, "a", "pull"));
+    assert!(w.azure.acr.authorize(REGISTRY, &password, "b", "pull"));
+    assert!(!w.azure.acr.authorize(REGISTRY, &password, "c", "pull"));
+}
+
+#[test]
+fn v1beta2_conflicting_writes_are_retried_until_they_converge() {
+    use acrpull_testkit::kube::{Fault, Matcher};
+    let mut w = World::start();
+    for (verb, res) in [
+        ("patch", "serviceaccounts"),
+        ("patch", "acrpullbindings"),
+        ("create", "secrets"),
+    ] {
+        w.api
+            .inject(Fault::fail(409, Matcher::verb(verb, res)).times(1));
+    }
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    let (b, s) = ready(&w);
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]));
+}
+
+#[test]
+fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
+    let mut w = World::start();
+    w.api.set_default_sa_delay(Duration::from_millis(1500));
+    let _p = w.acrpull(bin(), &[]);
+    w.api.create_namespace("fresh").unwrap();
+    w.api
+        .create(
+            BINDINGS_V1BETA2,
+            "fresh",
+            binding_v1beta2(
+                "fresh",
+                "b",
+                REGISTRY,
+                SCOPE,
+                &identity(1).client_id,
+                "default",
+            ),
+        )
+        .unwrap();
+    let b = w.wait_ready(BINDINGS_V1BETA2, "fresh", "b");
+    let s = w.eventually("the secret", || w.api.get("secrets", "fresh", SECRET));
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    w.wait_pull_secrets("fresh", "default", &[SECRET]);
+}
+
+#[test]
+fn v1beta2_new_binding_costs_exactly_four_writes() {
+    let mut w = World::start();
+    let p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    ready(&w);
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    w.eventually("a pass with nothing to do", || {
+        (idle_passes(&p) > 0).then_some(())
+    });
+    let writes: Vec<String> = w
+        .controller_writes()
+        .iter()
+        .map(|r| format!("{} {} {}", r.verb, r.resource, r.subresource))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "patch acrpullbindings ",
+            "create secrets ",
+            "patch serviceaccounts ",
+            "patch acrpullbindings status"
+        ]
+    );
 }
