@@ -595,3 +595,50 @@ fn v1beta1_without_any_identity_is_a_status_error() {
     );
     assert!(w.azure.shared.requests().is_empty());
 }
+
+#[test]
+fn v1beta1_secret_written_by_upstream_is_kept_as_it_is() {
+    let mut w = World::start();
+    let b = create(&w, json!({"scope": "repository:testing:pull,push"}));
+    // Upstream's inputs hash for resource ID `defaultResourceID` and server `DefaultACRServer`
+    // (spec §10), and fresh times.
+    let upstream = w
+        .api
+        .create(
+            "secrets",
+            NS,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": SECRET, "namespace": NS, "labels": {BINDING_LABEL: "b"},
+                    "annotations": {
+                        INPUTS_ANNOTATION: "22xcczzccamzxpnpzuzes776qx9hc0r97keomc9lwybt",
+                        REFRESH_ANNOTATION: rfc3339(now_unix() - 60).unwrap(),
+                        EXPIRY_ANNOTATION: rfc3339(now_unix() + 3 * 3600).unwrap()},
+                    "ownerReferences": [{"apiVersion": "msi-acrpull.microsoft.com/v1beta1",
+                        "kind": "AcrPullBinding", "name": "b", "uid": b["metadata"]["uid"],
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "data": {".dockerconfigjson": "e30="}
+            }),
+        )
+        .unwrap();
+    let opts = AcrpullOptions {
+        args: vec!["--allowed-acr-server-suffixes=*".into()],
+        env: vec![
+            ("ACR_SERVER".into(), "DefaultACRServer".into()),
+            (
+                "MANAGED_IDENTITY_RESOURCE_ID".into(),
+                "defaultResourceID".into(),
+            ),
+        ],
+        ..AcrpullOptions::default()
+    };
+    let _p = w.start_acrpull(bin(), &opts);
+    w.wait_ready(BINDINGS_V1BETA1, NS, "b");
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    assert_eq!(
+        secret(&w).unwrap()["metadata"]["resourceVersion"],
+        upstream["metadata"]["resourceVersion"],
+        "not regenerated"
+    );
+    assert!(w.azure.shared.requests().is_empty(), "no token requested");
+}

@@ -874,3 +874,128 @@ fn v1beta2_new_binding_costs_exactly_four_writes() {
         ]
     );
 }
+
+#[test]
+fn v1beta2_owned_secret_of_another_type_is_replaced() {
+    let mut w = World::start();
+    let b = create(&w, "default");
+    w.api
+        .create(
+            "secrets",
+            NS,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": SECRET, "namespace": NS, "labels": {BINDING_LABEL: "b"},
+                    "ownerReferences": [{"apiVersion": "acrpull.microsoft.com/v1beta2",
+                        "kind": "AcrPullBinding", "name": "b", "uid": b["metadata"]["uid"],
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "data": {"k": "dg=="}
+            }),
+        )
+        .unwrap();
+    let _p = w.acrpull(bin(), &[]);
+    let (b, s) = ready(&w);
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+}
+
+#[test]
+fn v1beta2_empty_client_id_uses_the_node_identity() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    create_obj(&w, binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default"));
+    let (b, s) = ready(&w);
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    let imds = w.azure.imds.counters();
+    assert_eq!(imds.requests, 1, "{imds:?}");
+}
+
+#[test]
+fn v1beta2_deletion_keeps_other_finalizers() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
+    obj["metadata"]["finalizers"] = json!(["example.com/other"]);
+    create_obj(&w, obj);
+    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    assert_eq!(
+        b["metadata"]["finalizers"],
+        json!(["example.com/other", FINALIZER])
+    );
+    w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
+    let b = w.eventually("our finalizer removed", || {
+        let b = binding(&w);
+        (b["metadata"]["finalizers"] == json!(["example.com/other"])).then_some(b)
+    });
+    assert!(b["metadata"]["deletionTimestamp"].is_string());
+    assert!(secret(&w).is_none());
+    assert!(w.pull_secrets(NS, "default").is_empty());
+}
+
+#[test]
+fn v1beta2_restarted_controller_makes_no_writes_and_no_token_requests() {
+    let mut w = World::start();
+    let p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    ready(&w);
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    w.eventually("settled", || (idle_passes(&p) > 0).then_some(()));
+    drop(p);
+    w.api.clear_log();
+    let azure = w.azure.shared.requests().len();
+    let p = w.acrpull(bin(), &[]);
+    w.eventually("a pass with nothing to do", || {
+        (idle_passes(&p) > 0).then_some(())
+    });
+    assert!(
+        w.controller_writes().is_empty(),
+        "{:?}",
+        w.controller_writes()
+    );
+    assert_eq!(w.azure.shared.requests().len(), azure);
+}
+
+#[test]
+fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
+    let mut w = World::start();
+    w.service_account(NS, "delegate", json!({}));
+    let b = create_obj(
+        &w,
+        binding_v1beta2(
+            NS,
+            "b",
+            "registry.azurecr.io",
+            "repository:testing:pull,push",
+            "client-id",
+            "delegate",
+        ),
+    );
+    // Upstream's inputs hash for these inputs (spec §10), and fresh times.
+    let upstream = w
+        .api
+        .create(
+            "secrets",
+            NS,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": SECRET, "namespace": NS, "labels": {BINDING_LABEL: "b"},
+                    "annotations": {
+                        INPUTS_ANNOTATION: "bznn8knczhrdktghbm88h4ock013v94i8e8cslwlrob",
+                        REFRESH_ANNOTATION: rfc3339(now_unix() - 60).unwrap(),
+                        EXPIRY_ANNOTATION: rfc3339(now_unix() + 3600).unwrap()},
+                    "ownerReferences": [{"apiVersion": "acrpull.microsoft.com/v1beta2",
+                        "kind": "AcrPullBinding", "name": "b", "uid": b["metadata"]["uid"],
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "data": {".dockerconfigjson": "e30="}
+            }),
+        )
+        .unwrap();
+    let _p = w.acrpull(bin(), &[]);
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    w.wait_pull_secrets(NS, "delegate", &[SECRET]);
+    assert_eq!(
+        secret(&w).unwrap()["metadata"]["resourceVersion"],
+        upstream["metadata"]["resourceVersion"],
+        "not regenerated"
+    );
+    assert!(w.azure.shared.requests().is_empty(), "no token requested");
+}
