@@ -207,3 +207,73 @@ fn tokens_short_lived_token_is_refreshed_before_it_expires() {
     let b = w.api.get(BINDINGS_V1BETA2, NS, "b").unwrap();
     assert_pull_secret(&w, &s2, &b, REGISTRY, "b");
 }
+
+#[test]
+fn tokens_never_appear_in_the_log_or_the_status() {
+    let mut w = World::start();
+    let p = w.acrpull(bin(), &[]);
+    create(&w, "b", &identity(1).client_id);
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    create(&w, "bad", &identity(UNKNOWN).client_id);
+    w.wait_error(BINDINGS_V1BETA2, NS, "bad", |e| !e.is_empty());
+    // A refresh, too.
+    w.edit("secrets", NS, "acr-pull-b", |o| {
+        o["metadata"]["annotations"][EXPIRY_ANNOTATION] = serde_json::json!("2000-01-01T00:00:00Z");
+    });
+    w.eventually("the refreshed secret", || {
+        w.api
+            .get("secrets", NS, "acr-pull-b")
+            .filter(|s| s["metadata"]["annotations"][EXPIRY_ANNOTATION] != "2000-01-01T00:00:00Z")
+    });
+    let log = p.log.text();
+    let bindings = serde_json::to_string(&w.api.list(BINDINGS_V1BETA2, Some(NS))).unwrap();
+    let issued = w.azure.issued_tokens();
+    assert!(issued.len() >= 2);
+    for t in &issued {
+        // Any of the three JWT parts is enough to leak it.
+        for part in t.split('.').filter(|p| p.len() > 16) {
+            assert!(!log.contains(part), "a token part is in acrpull's log");
+            assert!(!bindings.contains(part), "a token part is in a binding");
+        }
+    }
+}
+
+#[test]
+fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    let namespaces: Vec<String> = (0..5).map(|i| format!("ns{i}")).collect();
+    for ns in &namespaces {
+        w.namespace(ns);
+    }
+    for ns in &namespaces {
+        for i in 0..10 {
+            w.api
+                .create(
+                    BINDINGS_V1BETA2,
+                    ns,
+                    binding_v1beta2(
+                        ns,
+                        &format!("b{i}"),
+                        REGISTRY,
+                        SCOPE,
+                        &identity(1).client_id,
+                        "default",
+                    ),
+                )
+                .unwrap();
+        }
+    }
+    for ns in &namespaces {
+        for i in 0..10 {
+            w.wait_ready(BINDINGS_V1BETA2, ns, &format!("b{i}"));
+        }
+        w.eventually("all ten attached", || {
+            (w.pull_secrets(ns, "default").len() == 10).then_some(())
+        });
+    }
+    let imds = w.azure.imds.counters();
+    assert_eq!(imds.requests, 1, "{imds:?}");
+    let acr = w.azure.acr.counters();
+    assert_eq!(acr.tokens.values().sum::<u64>(), 1, "{acr:?}");
+}

@@ -999,3 +999,28 @@ fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
     );
     assert!(w.azure.shared.requests().is_empty(), "no token requested");
 }
+
+#[test]
+fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
+    let mut w = World::start();
+    w.api
+        .create(
+            "serviceaccounts",
+            NS,
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "robot", "namespace": NS,
+                                "labels": {"app": "x"}, "annotations": {"note": "keep"}},
+                   "secrets": [{"name": "robot-token"}],
+                   "automountServiceAccountToken": false}),
+        )
+        .unwrap();
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "robot");
+    ready(&w);
+    w.wait_pull_secrets(NS, "robot", &[SECRET]);
+    let sa = w.api.get("serviceaccounts", NS, "robot").unwrap();
+    assert_eq!(sa["secrets"], json!([{"name": "robot-token"}]));
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    assert_eq!(sa["metadata"]["labels"], json!({"app": "x"}));
+    assert_eq!(sa["metadata"]["annotations"], json!({"note": "keep"}));
+}
