@@ -1024,3 +1024,31 @@ fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
     assert_eq!(sa["metadata"]["labels"], json!({"app": "x"}));
     assert_eq!(sa["metadata"]["annotations"], json!({"note": "keep"}));
 }
+
+#[test]
+fn v1beta2_namespace_deletion_completes() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    w.namespace("team");
+    w.api
+        .create(
+            BINDINGS_V1BETA2,
+            "team",
+            binding_v1beta2(
+                "team",
+                "b",
+                REGISTRY,
+                SCOPE,
+                &identity(1).client_id,
+                "default",
+            ),
+        )
+        .unwrap();
+    w.wait_ready(BINDINGS_V1BETA2, "team", "b");
+    w.api.delete("namespaces", "", "team").unwrap();
+    w.wait_for("the namespace gone", Duration::from_secs(30), || {
+        w.api.get("namespaces", "", "team").is_none().then_some(())
+    });
+    assert!(w.api.list(BINDINGS_V1BETA2, Some("team")).is_empty());
+    assert!(w.api.list("secrets", Some("team")).is_empty());
+}

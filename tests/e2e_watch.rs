@@ -125,3 +125,75 @@ fn watch_v1beta1_crd_not_installed_v1beta2_served_and_v1beta1_picked_up_later() 
 fn watch_v1beta2_crd_not_installed_v1beta1_served_and_v1beta2_picked_up_later() {
     crd_missing_then_installed(BINDINGS_V1BETA2, BINDINGS_V1BETA1, "v1beta2");
 }
+
+#[test]
+fn watch_expiry_answered_with_http_410_also_relists() {
+    use acrpull_testkit::kube::ExpiredWatch;
+    let mut w = World::start();
+    w.api.set_expired_watch(ExpiredWatch::Http);
+    let _p = w.acrpull(bin(), &[]);
+    w.api.create(BINDINGS_V1BETA2, NS, v2("b1")).unwrap();
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b1");
+    w.api.clear_log();
+    w.api
+        .inject(Fault::fail(503, Matcher::verb("watch", "acrpullbindings")));
+    w.api.cut_watches();
+    w.eventually("the binding watch failing", || {
+        watch_failed(&w, "acrpullbindings").then_some(())
+    });
+    w.api.create(BINDINGS_V1BETA1, NS, v1("b2")).unwrap();
+    w.api.compact();
+    w.api.clear_faults();
+    w.wait_ready(BINDINGS_V1BETA1, NS, "b2");
+    assert!(
+        w.api.count_matching(|r| r.verb == "watch" && r.code == 410) >= 1,
+        "a watch was refused as expired"
+    );
+}
+
+#[test]
+fn watch_tiny_history_still_misses_nothing() {
+    let mut w = World::start();
+    w.api.set_history_limit(2);
+    let _p = w.acrpull(bin(), &[]);
+    for i in 0..8 {
+        w.api
+            .create(BINDINGS_V1BETA2, NS, v2(&format!("b{i}")))
+            .unwrap();
+    }
+    for i in 0..8 {
+        w.wait_ready(BINDINGS_V1BETA2, NS, &format!("b{i}"));
+    }
+    w.eventually("all eight attached", || {
+        (w.pull_secrets(NS, "default").len() == 8).then_some(())
+    });
+}
+
+#[test]
+fn watch_crd_removed_and_reinstalled_while_running() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    w.api.create(BINDINGS_V1BETA2, NS, v2("b1")).unwrap();
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b1");
+    w.api.set_crd_installed(BINDINGS_V1BETA1, false);
+    w.api.cut_watches();
+    w.eventually("the v1beta1 watch refused", || {
+        (w.api.count_matching(|r| {
+            r.group == "msi-acrpull.microsoft.com" && r.verb == "watch" && r.code == 404
+        }) > 0)
+            .then_some(())
+    });
+    // The other kind is still served.
+    w.api.create(BINDINGS_V1BETA2, NS, v2("b2")).unwrap();
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b2");
+    w.api.set_crd_installed(BINDINGS_V1BETA1, true);
+    w.api.create(BINDINGS_V1BETA1, NS, v1("b3")).unwrap();
+    w.wait_for(
+        "the reinstalled kind served",
+        std::time::Duration::from_secs(45),
+        || {
+            let b = w.api.get(BINDINGS_V1BETA1, NS, "b3")?;
+            b["status"]["tokenExpirationTime"].is_string().then_some(())
+        },
+    );
+}
