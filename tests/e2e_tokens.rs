@@ -277,3 +277,27 @@ fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
     let acr = w.azure.acr.counters();
     assert_eq!(acr.tokens.values().sum::<u64>(), 1, "{acr:?}");
 }
+
+#[test]
+fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
+    let mut w = World::start();
+    w.azure.imds.faults.fail_next(2, 429);
+    w.azure.acr.faults.fail_next(1, 503);
+    let _p = w.acrpull(bin(), &[]);
+    watching(&w);
+    w.api.clear_log();
+    create(&w, "b", &identity(1).client_id);
+    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    let s = w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
+    assert_eq!(w.azure.imds.counters().requests, 3, "two retries");
+    // No failure ever reached the status: exactly one status write, the success.
+    let status_writes = || {
+        w.api
+            .count_matching(|r| r.user == CONTROLLER_USER && r.subresource == "status")
+    };
+    w.eventually("the status write logged", || {
+        (status_writes() > 0).then_some(())
+    });
+    assert_eq!(status_writes(), 1);
+}
