@@ -642,3 +642,29 @@ fn v1beta1_secret_written_by_upstream_is_kept_as_it_is() {
     );
     assert!(w.azure.shared.requests().is_empty(), "no token requested");
 }
+
+#[test]
+fn v1beta1_new_binding_costs_exactly_four_writes() {
+    let mut w = World::start();
+    let p = start(&mut w, &[]);
+    create(&w, json!({}));
+    ready(&w);
+    w.wait_pull_secrets(NS, "default", &[SECRET]);
+    w.eventually("a pass with nothing to do", || {
+        (idle_passes(&p) > 0).then_some(())
+    });
+    let writes: Vec<String> = w
+        .controller_writes()
+        .iter()
+        .map(|r| format!("{} {} {}", r.verb, r.resource, r.subresource))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "patch acrpullbindings ",
+            "create secrets ",
+            "patch serviceaccounts ",
+            "patch acrpullbindings status"
+        ]
+    );
+}
