@@ -301,3 +301,22 @@ fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
     });
     assert_eq!(status_writes(), 1);
 }
+
+#[test]
+fn tokens_a_fixed_spec_is_tried_at_once_not_after_the_backoff() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    watching(&w);
+    create(&w, "b", &identity(UNKNOWN).client_id);
+    w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    let fixed = Instant::now();
+    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
+        o["spec"]["auth"]["managedIdentity"]["clientID"] = serde_json::json!(identity(1).client_id);
+    });
+    w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    assert!(
+        fixed.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        fixed.elapsed()
+    );
+}
