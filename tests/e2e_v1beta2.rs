@@ -1052,3 +1052,83 @@ fn v1beta2_namespace_deletion_completes() {
     assert!(w.api.list(BINDINGS_V1BETA2, Some("team")).is_empty());
     assert!(w.api.list("secrets", Some("team")).is_empty());
 }
+
+#[test]
+fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    let id = identity(1);
+    let cases = [
+        (
+            "both-ids",
+            json!({"managedIdentity": {"clientID": id.client_id, "resourceID": id.resource_id}}),
+            "only client or resource ID can be set",
+        ),
+        (
+            "two-methods",
+            json!({"managedIdentity": {"clientID": id.client_id},
+                   "workloadIdentity": {"serviceAccountRef": "default"}}),
+            "only one authentication type can be set",
+        ),
+        (
+            "half-wi",
+            json!({"workloadIdentity": {"serviceAccountRef": "default", "clientID": "c"}}),
+            "custom client and tenant identifiers must be provided together, if at all",
+        ),
+    ];
+    for (name, auth, _) in &cases {
+        let mut obj = binding_v1beta2(NS, name, REGISTRY, SCOPE, "", "default");
+        obj["spec"]["auth"] = auth.clone();
+        create_obj(&w, obj);
+    }
+    for (name, _, message) in &cases {
+        let b = w.wait_error(BINDINGS_V1BETA2, NS, name, |e| !e.is_empty());
+        assert_eq!(b["status"]["error"], *message, "{name}");
+        assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]), "{name}");
+    }
+    assert!(w.azure.shared.requests().is_empty(), "no Azure request");
+    // Deletion needs no valid spec.
+    w.api.delete(BINDINGS_V1BETA2, NS, "both-ids").unwrap();
+    w.eventually("the invalid binding gone", || {
+        w.api
+            .get(BINDINGS_V1BETA2, NS, "both-ids")
+            .is_none()
+            .then_some(())
+    });
+}
+
+#[test]
+fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
+    use acrpull_testkit::azure::Audiences;
+    let mut w = World::start();
+    w.add_registry("strict.azurecr.io", Audiences::AcrOnly);
+    w.grant(&identity(1).object_id, "strict.azurecr.io", "*", &["pull"]);
+    let p = w.acrpull(bin(), &[]);
+    create_obj(
+        &w,
+        binding_v1beta2(
+            NS,
+            "b",
+            "strict.azurecr.io",
+            SCOPE,
+            &identity(1).client_id,
+            "default",
+        ),
+    );
+    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
+    let err = b["status"]["error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("failed to retrieve ACR token: "), "{err}");
+    drop(p);
+
+    let _p = w.acrpull(bin(), &["--entra-audience=acr"]);
+    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
+    let s = w.eventually("the secret", || secret(&w));
+    assert_pull_secret(&w, &s, &b, "strict.azurecr.io", "b");
+    let imds = w.azure.imds.counters();
+    assert!(
+        imds.issued
+            .keys()
+            .any(|(_, r)| r.trim_end_matches('/') == "https://containerregistry.azure.net"),
+        "{imds:?}"
+    );
+}
