@@ -538,6 +538,24 @@ pub fn assert_pull_secret(
         w.azure.issued_tokens().contains(&password),
         "{name}: the password is not a token the fake ACR issued"
     );
+    // Upstream's exact bytes: compact, keys in this order.
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(
+            secret["data"][".dockerconfigjson"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+    let exact = format!(
+        "{{\"auths\":{{{}:{{\"username\":\"{NULL_GUID}\",\"password\":{},\"email\":\"msi-acrpull@azurecr.io\",\"auth\":\"{auth}\"}}}}}}",
+        json!(server),
+        json!(password)
+    );
+    // Not printed: it holds the (fake) token.
+    assert!(
+        raw == exact.as_bytes(),
+        "{name}: .dockerconfigjson bytes differ from upstream's format"
+    );
     assert_eq!(
         ann[EXPIRY_ANNOTATION].as_str().map(str::to_string),
         jwt_expiry(&password),
