@@ -668,3 +668,22 @@ fn v1beta1_new_binding_costs_exactly_four_writes() {
         ]
     );
 }
+
+#[test]
+fn v1beta1_server_with_a_path_is_refused_even_when_every_suffix_is_allowed() {
+    let mut w = World::start();
+    let _p = start(&mut w, &["--allowed-acr-server-suffixes=*"]);
+    create(
+        &w,
+        json!({"acrServer": "myregistry.azurecr.io/oauth2/exchange"}),
+    );
+    let b = w.wait_error(BINDINGS_V1BETA1, NS, "b", |e| !e.is_empty());
+    assert_eq!(
+        b["status"]["error"],
+        "ACR server \"myregistry.azurecr.io/oauth2/exchange\" is invalid: server must be a host name without scheme, path, query, or fragment"
+    );
+    assert!(
+        w.azure.shared.requests().is_empty(),
+        "no token left the process"
+    );
+}
