@@ -225,7 +225,9 @@ impl Reconciler {
             Minted::Err(message) => Some(message.as_str()),
             Minted::Ok(_) => None,
         };
-        self.store().record_token_attempt(key, need, failure, now);
+        // Timed from the end: an attempt with retries inside can take many seconds.
+        let ended = std::time::Instant::now();
+        self.store().record_token_attempt(key, need, failure, ended);
         minted
     }
 
