@@ -1132,3 +1132,28 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
         "{imds:?}"
     );
 }
+
+#[test]
+fn v1beta2_corrupted_secret_annotations_mean_regenerate() {
+    let mut w = World::start();
+    let _p = w.acrpull(bin(), &[]);
+    create(&w, "default");
+    ready(&w);
+    for (key, value) in [
+        (EXPIRY_ANNOTATION, json!("not a time")),
+        (REFRESH_ANNOTATION, json!("")),
+        (INPUTS_ANNOTATION, json!("stale")),
+    ] {
+        let before = secret(&w).unwrap();
+        w.edit("secrets", NS, SECRET, |o| {
+            o["metadata"]["annotations"][key] = value.clone();
+        });
+        let s = w.eventually("the secret regenerated", || {
+            secret(&w).filter(|s| {
+                s["metadata"]["annotations"][key] != value
+                    && s["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
+            })
+        });
+        assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
+    }
+}
