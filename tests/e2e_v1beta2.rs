@@ -336,13 +336,14 @@ fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
     let issued = parse_rfc3339(&annotation(&s, REFRESH_ANNOTATION)).expect("refresh parses");
     let expiry = parse_rfc3339(&annotation(&s, EXPIRY_ANNOTATION)).expect("expiry parses");
     assert!(expiry - issued <= 5, "the fake issued a short token");
+    // Tokens issued from now on are long-lived, whichever pass (timer or event) refreshes.
+    w.azure
+        .acr
+        .set_access_token_lifetime(Duration::from_secs(3600));
     // Past half of the lifetime (wall clock), any event makes the pass refresh the token.
     w.wait_for("half-life to pass", Duration::from_secs(10), || {
         (now_unix() > issued + (expiry - issued) / 2 + 1).then_some(())
     });
-    w.azure
-        .acr
-        .set_access_token_lifetime(Duration::from_secs(3600));
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
     });
