@@ -27,6 +27,11 @@ use crate::workload::{
 
 /// How many times one reconcile re-plans after a write conflicted.
 const MAX_ATTEMPTS: usize = 4;
+/// How long reconciles wait at start-up for the Secret and ServiceAccount watches to list once
+/// (a cache sync). After that they go on with what the store knows and never wait again.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the store is checked while waiting for the sync.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The ACR audience used when tokens are requested for the registry instead of ARM.
 pub const ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
@@ -223,8 +228,23 @@ impl Reconciler {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits (bounded) until the store has seen every Secret and ServiceAccount once: planning
+    /// earlier could delete an old Secret that a not yet listed ServiceAccount still references.
+    fn wait_for_sync(&self, key: &BindingKey) {
+        let deadline = std::time::Instant::now() + SYNC_WAIT;
+        while !self.store().synced() {
+            if std::time::Instant::now() >= deadline {
+                log::warn!("{key}: Secrets and ServiceAccounts are not listed yet; going on");
+                self.store().give_up_sync();
+                return;
+            }
+            std::thread::sleep(SYNC_POLL);
+        }
+    }
+
     /// Reconciles one binding.
     pub fn reconcile(&self, key: &BindingKey) -> Result<Outcome2, ReconcileError> {
+        self.wait_for_sync(key);
         let mut minted: Option<Minted> = None;
         let mut writes_made = 0;
         for _ in 0..MAX_ATTEMPTS {

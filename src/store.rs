@@ -65,6 +65,11 @@ pub struct Store {
     sas: BTreeMap<NsName, SaObs>,
     /// ServiceAccounts a GET found missing; the ServiceAccount watch clears them on creation.
     absent_sas: BTreeSet<NsName>,
+    /// Whether the Secret and ServiceAccount watches have listed at least once.
+    secrets_listed: bool,
+    sas_listed: bool,
+    /// Set when a reconcile gave up waiting for the lists, so no later one waits again.
+    sync_given_up: bool,
 }
 
 fn ns_name(obj: &Value) -> Option<NsName> {
@@ -93,6 +98,18 @@ impl Store {
             defaults,
             ..Store::default()
         }
+    }
+
+    /// Whether the Secret and ServiceAccount watches have each listed once. Before that the store
+    /// cannot tell which ServiceAccounts still reference an old Secret, so a pass could delete a
+    /// Secret that is still in use.
+    pub fn synced(&self) -> bool {
+        (self.secrets_listed && self.sas_listed) || self.sync_given_up
+    }
+
+    /// Stops [`Store::synced`] from holding anything up (the lists are taking too long).
+    pub fn give_up_sync(&mut self) {
+        self.sync_given_up = true;
     }
 
     /// How many bindings are known.
@@ -296,6 +313,7 @@ impl Store {
 
     /// Replaces every labelled Secret after a relist.
     pub fn restart_secrets(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+        self.secrets_listed = true;
         let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
         let old = std::mem::take(&mut self.secrets);
         for ((ns, _), s) in &old {
@@ -384,6 +402,7 @@ impl Store {
 
     /// Replaces every kept ServiceAccount after a relist.
     pub fn restart_sas(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+        self.sas_listed = true;
         let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
         let old = std::mem::take(&mut self.sas);
         self.absent_sas.clear();
@@ -609,5 +628,18 @@ mod tests {
         s.apply_secret(&secret("b", "acr-pull-b", Some("b"), "b", "3"));
         s.mark_sa_absent("a", "default");
         assert!(ready(s.observe(&key("a", "b"))).secrets.is_empty());
+    }
+
+    #[test]
+    fn the_store_is_synced_once_secrets_and_service_accounts_have_listed() {
+        let mut s = Store::default();
+        assert!(!s.synced());
+        s.restart_secrets(&[]);
+        assert!(!s.synced());
+        s.restart_sas(&[]);
+        assert!(s.synced());
+        let mut t = Store::default();
+        t.give_up_sync();
+        assert!(t.synced());
     }
 }

@@ -515,3 +515,271 @@ pub fn binding_v1beta1(
         "spec": spec
     })
 }
+
+// ---- helpers for the end-to-end tests ----
+
+/// The label acrpull puts on its pull Secrets.
+pub const BINDING_LABEL: &str = "acr.microsoft.com/binding";
+/// The finalizer acrpull puts on bindings (both versions).
+pub const FINALIZER: &str = "msi-acrpull.microsoft.com";
+/// The Secret annotation holding the token expiry.
+pub const EXPIRY_ANNOTATION: &str = "acr.microsoft.com/token.expiry";
+/// The Secret annotation holding when the token was obtained.
+pub const REFRESH_ANNOTATION: &str = "acr.microsoft.com/token.refresh";
+/// The Secret annotation holding the inputs hash.
+pub const INPUTS_ANNOTATION: &str = "acr.microsoft.com/token.inputs";
+/// The registry user name in pull Secrets.
+pub const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The `.dockerconfigjson` of a pull Secret, decoded (panics with the reason if it is not one).
+pub fn docker_config(secret: &Value) -> Value {
+    use base64::Engine as _;
+    let data = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .expect("the Secret has data[.dockerconfigjson]");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect(".dockerconfigjson is base64");
+    serde_json::from_slice(&bytes).expect(".dockerconfigjson is JSON")
+}
+
+/// The password (registry token) in a pull Secret for `server`.
+pub fn secret_password(secret: &Value, server: &str) -> String {
+    docker_config(secret)["auths"][server]["password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The `exp` of a JWT, unverified, as RFC 3339 UTC with whole seconds.
+pub fn jwt_expiry(token: &str) -> Option<String> {
+    let claims = crate::jwt::claims_unverified(token).ok()?;
+    let exp = claims["exp"].as_i64()?;
+    rfc3339(exp)
+}
+
+/// Unix seconds as RFC 3339 UTC (`2006-01-02T15:04:05Z`).
+pub fn rfc3339(unix: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
+/// Parses RFC 3339 into unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// Asserts that `secret` is exactly the pull Secret acrpull writes for `binding` (type, label,
+/// the three annotations, the controller ownerReference, the dockerconfigjson bytes) and that its
+/// password is a token the fakes issued. `label` is the expected label value. Returns the password.
+pub fn assert_pull_secret(
+    w: &World,
+    secret: &Value,
+    binding: &Value,
+    server: &str,
+    label: &str,
+) -> String {
+    use base64::Engine as _;
+    let name = secret["metadata"]["name"].as_str().unwrap_or_default();
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson", "{name}");
+    assert_eq!(
+        secret["metadata"]["labels"][BINDING_LABEL], label,
+        "label of {name}"
+    );
+    let ann = &secret["metadata"]["annotations"];
+    for a in [EXPIRY_ANNOTATION, REFRESH_ANNOTATION, INPUTS_ANNOTATION] {
+        assert!(ann[a].is_string(), "{name} lacks annotation {a}: {ann}");
+    }
+    let owners = secret["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{name} owners: {owners:?}");
+    let o = &owners[0];
+    assert_eq!(o["apiVersion"], binding["apiVersion"]);
+    assert_eq!(o["kind"], "AcrPullBinding");
+    assert_eq!(o["name"], binding["metadata"]["name"]);
+    assert_eq!(o["uid"], binding["metadata"]["uid"]);
+    assert_eq!(o["controller"], true);
+    assert_eq!(o["blockOwnerDeletion"], true);
+    let cfg = docker_config(secret);
+    let auths = cfg["auths"].as_object().expect("auths is an object");
+    assert_eq!(auths.len(), 1, "{name}: {:?}", auths.keys());
+    let entry = cfg["auths"][server]
+        .as_object()
+        .expect("auths has the server");
+    let keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["auth", "email", "password", "username"], "{name}");
+    assert_eq!(entry["username"], NULL_GUID);
+    assert_eq!(entry["email"], "msi-acrpull@azurecr.io");
+    let password = entry["password"].as_str().unwrap_or_default().to_string();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{NULL_GUID}:{password}"));
+    assert_eq!(entry["auth"], auth.as_str(), "{name}: auth");
+    assert!(
+        w.azure.issued_tokens().contains(&password),
+        "{name}: the password is not a token the fake ACR issued"
+    );
+    // Upstream's exact bytes: compact, keys in this order.
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(
+            secret["data"][".dockerconfigjson"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+    let exact = format!(
+        "{{\"auths\":{{{}:{{\"username\":\"{NULL_GUID}\",\"password\":{},\"email\":\"msi-acrpull@azurecr.io\",\"auth\":\"{auth}\"}}}}}}",
+        json!(server),
+        json!(password)
+    );
+    // Not printed: it holds the (fake) token.
+    assert!(
+        raw == exact.as_bytes(),
+        "{name}: .dockerconfigjson bytes differ from upstream's format"
+    );
+    assert_eq!(
+        ann[EXPIRY_ANNOTATION].as_str().map(str::to_string),
+        jwt_expiry(&password),
+        "{name}: expiry annotation is the token's exp"
+    );
+    password
+}
+
+impl World {
+    /// Starts the real acrpull (shipped RBAC) with extra flags.
+    pub fn acrpull(&mut self, binary: &Path, args: &[&str]) -> Acrpull {
+        let opts = AcrpullOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..AcrpullOptions::default()
+        };
+        self.start_acrpull(binary, &opts)
+    }
+
+    /// Waits up to 20 s for `f` to return `Some`.
+    pub fn eventually<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        self.wait_for(what, Duration::from_secs(20), f)
+    }
+
+    /// Waits until the binding's status shows a token and no error; returns the binding.
+    pub fn wait_ready(&self, res: &str, ns: &str, name: &str) -> Value {
+        self.eventually(&format!("{ns}/{name} ready"), || {
+            let b = self.api.get(res, ns, name)?;
+            let s = &b["status"];
+            let ok = s["tokenExpirationTime"].is_string()
+                && s["lastTokenRefreshTime"].is_string()
+                && s.get("error").is_none_or(|e| e.is_null() || e == "");
+            ok.then_some(b)
+        })
+    }
+
+    /// Waits until the binding's `status.error` satisfies `f`; returns the binding.
+    pub fn wait_error(&self, res: &str, ns: &str, name: &str, f: impl Fn(&str) -> bool) -> Value {
+        self.eventually(&format!("{ns}/{name} status error"), || {
+            let b = self.api.get(res, ns, name)?;
+            b["status"]["error"].as_str().is_some_and(&f).then_some(b)
+        })
+    }
+
+    /// The names in a ServiceAccount's `imagePullSecrets`, in order (empty if it is absent).
+    pub fn pull_secrets(&self, ns: &str, sa: &str) -> Vec<String> {
+        self.api
+            .get("serviceaccounts", ns, sa)
+            .and_then(|s| s["imagePullSecrets"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Waits until a ServiceAccount's pull secrets are exactly `want`.
+    pub fn wait_pull_secrets(&self, ns: &str, sa: &str, want: &[&str]) {
+        let mut last = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            last = self.pull_secrets(ns, sa);
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{ns}/{sa} imagePullSecrets are {last:?}, expected {want:?}");
+    }
+
+    /// Reads, edits and writes back an object, retrying on conflicts with the controller.
+    pub fn edit(&self, res: &str, ns: &str, name: &str, f: impl Fn(&mut Value)) -> Value {
+        for _ in 0..50 {
+            let mut obj = self
+                .api
+                .get(res, ns, name)
+                .unwrap_or_else(|| panic!("{res} {ns}/{name} exists"));
+            f(&mut obj);
+            match self.api.put(res, ns, obj) {
+                Ok(v) => return v,
+                Err(e) if e.code == 409 => continue,
+                Err(e) => panic!("editing {res} {ns}/{name}: {e:?}"),
+            }
+        }
+        panic!("editing {res} {ns}/{name} kept conflicting");
+    }
+
+    /// Same as [`World::edit`] for the status subresource.
+    pub fn edit_status(&self, res: &str, ns: &str, name: &str, f: impl Fn(&mut Value)) -> Value {
+        for _ in 0..50 {
+            let mut obj = self
+                .api
+                .get(res, ns, name)
+                .unwrap_or_else(|| panic!("{res} {ns}/{name} exists"));
+            f(&mut obj);
+            match self.api.put_status(res, ns, obj) {
+                Ok(v) => return v,
+                Err(e) if e.code == 409 => continue,
+                Err(e) => panic!("editing the status of {res} {ns}/{name}: {e:?}"),
+            }
+        }
+        panic!("editing the status of {res} {ns}/{name} kept conflicting");
+    }
+
+    /// Sets a ServiceAccount's `imagePullSecrets` to `names`.
+    pub fn set_pull_secrets(&self, ns: &str, sa: &str, names: &[&str]) {
+        let refs: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+        self.edit("serviceaccounts", ns, sa, |o| {
+            o["imagePullSecrets"] = json!(refs);
+        });
+    }
+
+    /// Adds a managed identity to the VM and grants it pull on every repository of [`REGISTRY`].
+    pub fn add_identity(&self, n: u32) -> ManagedIdentity {
+        let id = identity(n);
+        self.azure.add_managed_identity(id.clone());
+        self.grant(&id.object_id, REGISTRY, "*", &["pull"]);
+        id
+    }
+
+    /// Adds a registry granting identity 1 pull on every repository.
+    pub fn add_granted_registry(&self, host: &str) {
+        self.add_registry(host, Audiences::ArmAndAcr);
+        self.grant(&identity(1).object_id, host, "*", &["pull"]);
+    }
+
+    /// Requests acrpull's ServiceAccount made that wrote something (create, update, patch, delete).
+    pub fn controller_writes(&self) -> Vec<crate::kube::LoggedRequest> {
+        self.api
+            .request_log()
+            .into_iter()
+            .filter(|r| r.user == CONTROLLER_USER)
+            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+            .collect()
+    }
+}

@@ -170,6 +170,9 @@ pub struct LoggedRequest {
     pub name: String,
     /// The status code answered (200 for a watch that started).
     pub code: u16,
+    /// Query parameters as sent (`labelSelector`, `limit`, `watch`, …), for tests that check how
+    /// a client lists.
+    pub query: Vec<(String, String)>,
 }
 
 /// How many entries the request log keeps; counters keep counting past it.

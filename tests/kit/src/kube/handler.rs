@@ -151,6 +151,7 @@ impl Handler for Api {
         }
         let mut entry = LoggedRequest {
             method: req.method.clone(),
+            query: req.query.clone(),
             ..LoggedRequest::default()
         };
         let route = parse_route(&req.path);

@@ -232,6 +232,7 @@ mod tests {
         assert!(!is_dns1123_subdomain(&"a".repeat(254)));
         // Only the total is limited, as in apimachinery: one 253-character label is a valid name.
         assert!(is_dns1123_subdomain(&"a".repeat(253)));
+        assert!(is_dns1123_subdomain(&"a".repeat(100)));
         assert!(!is_dns1123_label(&"a".repeat(64)));
     }
 
