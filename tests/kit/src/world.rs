@@ -71,9 +71,18 @@ impl Handler for AzureRouter {
 
 /// Captured output of a child process.
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<String>>>);
+pub struct Log(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl Log {
+    /// Waits (bounded) until every captured stream has reached its end, so a process that has
+    /// exited has had its last lines read.
+    pub fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.1.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn push(&self, line: String) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
@@ -95,6 +104,7 @@ impl Log {
 }
 
 fn capture(stream: impl Read + Send + 'static, log: Log, prefix: &'static str) {
+    log.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             match line {
@@ -102,6 +112,7 @@ fn capture(stream: impl Read + Send + 'static, log: Log, prefix: &'static str) {
                 Err(_) => break,
             }
         }
+        log.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
 }
 
@@ -136,6 +147,7 @@ impl Acrpull {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(s) = self.exited() {
+                self.log.wait_closed(Duration::from_secs(5));
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));
