@@ -357,89 +357,57 @@ fn every_write_and_read_route_recovers_from_500_503_and_429() {
     assert_alive(&mut p);
 }
 
-/// List, then watch, of all four resources fail with `code`, checking the attempts against the
-/// backoff. `since_start`: the process started then with the list faults already injected;
-/// `None`: it is running, and the outage starts by compacting history and cutting every stream.
-fn list_and_watch_outage(
-    w: &World,
-    code: u16,
-    since_start: Option<Instant>,
-    expired: ExpiredWatch,
-) {
-    let resources = ["acrpullbindings", "secrets", "serviceaccounts"];
-    // Both binding kinds share the plural `acrpullbindings`: two streams, twice the attempts.
-    let streams = |r: &str| if r == "acrpullbindings" { 2 } else { 1 };
-    let before: Vec<usize> = resources
-        .iter()
-        .map(|r| Route::new("list", r).count(w))
-        .collect();
-    let since = match since_start {
-        Some(t) => t,
-        None => {
-            for r in resources {
-                w.api.inject(fault(code, &Route::new("list", r)));
-            }
-            // Mid-watch: history is compacted and every stream cut, so each resumes from an rv
-            // that is gone (410), relists, and meets the failing list.
-            w.api.set_expired_watch(expired);
-            let t = Instant::now();
-            w.api.compact();
-            w.api.cut_watches();
-            t
-        }
-    };
-    for (i, r) in resources.iter().enumerate() {
-        let route = Route::new("list", r);
-        w.wait_for(&format!("two failed lists of {r} ({code})"), WAIT, || {
-            (route.failures(w, code) >= 2 && route.count(w) >= before[i] + 2).then_some(())
+/// Both binding kinds share the plural `acrpullbindings`: two streams, twice the attempts.
+fn streams(resource: &str) -> usize {
+    if resource == "acrpullbindings" {
+        2
+    } else {
+        1
+    }
+}
+
+const WATCHED: [&str; 3] = ["acrpullbindings", "secrets", "serviceaccounts"];
+
+/// Waits until `verb` on every watched resource has failed with `code` once per stream since
+/// `before` (the positive signal), then checks the attempts made since `since` against the
+/// list/watch backoff.
+fn streams_exercised(w: &World, verb: &'static str, code: u16, before: &[usize], since: Instant) {
+    for (i, r) in WATCHED.iter().enumerate() {
+        let route = Route::new(verb, r);
+        w.wait_for(&format!("a failed {verb} of {r} ({code})"), WAIT, || {
+            let failed = route.failures(w, code) >= streams(r);
+            (failed && route.count(w) >= before[i] + streams(r)).then_some(())
         });
     }
     let window = since.elapsed();
-    for (i, r) in resources.iter().enumerate() {
-        let made = Route::new("list", r).count(w) - before[i];
+    for (i, r) in WATCHED.iter().enumerate() {
+        let made = Route::new(verb, r).count(w) - before[i];
         let max = streams(r) * stream_bound(code, window);
         assert!(
             made <= max,
-            "{made} lists of {r} in {window:?} answering {code}; allowed {max}"
-        );
-    }
-    // The lists recover; now every watch fails.
-    w.api.clear_faults();
-    let before: Vec<usize> = resources
-        .iter()
-        .map(|r| Route::new("watch", r).count(w))
-        .collect();
-    for r in resources {
-        w.api.inject(fault(code, &Route::new("watch", r)));
-    }
-    let since = Instant::now();
-    w.api.cut_watches();
-    for (i, r) in resources.iter().enumerate() {
-        let route = Route::new("watch", r);
-        w.wait_for(&format!("two failed watches of {r} ({code})"), WAIT, || {
-            (route.count(w) >= before[i] + 2 && route.failures(w, code) >= 2).then_some(())
-        });
-    }
-    let window = since.elapsed();
-    for (i, r) in resources.iter().enumerate() {
-        let made = Route::new("watch", r).count(w) - before[i];
-        let max = streams(r) * stream_bound(code, window);
-        assert!(
-            made <= max,
-            "{made} watches of {r} in {window:?} answering {code}; allowed {max}"
+            "{made} {verb}s of {r} in {window:?} answering {code}; allowed {max}"
         );
     }
 }
 
-#[test]
-fn list_and_watch_of_every_resource_recover_from_errors_cuts_and_compaction() {
+fn counts(w: &World, verb: &'static str) -> Vec<usize> {
+    WATCHED
+        .iter()
+        .map(|r| Route::new(verb, r).count(w))
+        .collect()
+}
+
+/// A fresh process whose first lists fail with `code`; then, once it runs, every watch fails
+/// with `code` after the streams are cut, while a binding is created and another deleted.
+fn list_and_watch_outage(code: u16) {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::ZERO);
     tenant(&w, "lw");
     bind(&w, "lw", "b0");
+    let v1 = acrpull_testkit::kube::BINDINGS_V1BETA1;
     w.api
         .create(
-            acrpull_testkit::kube::BINDINGS_V1BETA1,
+            v1,
             "lw",
             acrpull_testkit::world::binding_v1beta1(
                 "lw",
@@ -451,69 +419,135 @@ fn list_and_watch_of_every_resource_recover_from_errors_cuts_and_compaction() {
             ),
         )
         .expect("the v1beta1 binding is created");
-    let mut p: Option<Acrpull> = None;
-    let mut live = vec!["b0".to_string()];
-    for (i, code) in CODES.into_iter().enumerate() {
-        let expired = if i == 1 {
-            ExpiredWatch::Http
-        } else {
-            ExpiredWatch::InStream
-        };
-        if p.is_none() {
-            let t = Instant::now();
-            for r in ["acrpullbindings", "secrets", "serviceaccounts"] {
-                w.api.inject(fault(code, &Route::new("list", r)));
-            }
-            p = Some(start(&mut w));
-            list_and_watch_outage(&w, code, Some(t), expired);
-        } else {
-            list_and_watch_outage(&w, code, None, expired);
-        }
-        // Changes made while no watch runs: a new binding, and one deleted.
-        let name = format!("b{code}");
-        bind(&w, "lw", &name);
-        if i == 1 {
-            w.api
-                .delete(BINDINGS_V1BETA2, "lw", "b500")
-                .expect("b500 is deleted");
-            live.retain(|n| n != "b500");
-        }
-        live.push(name);
-        w.api.clear_faults();
-        for b in &live {
-            wait_ready(&w, "lw", b);
-        }
-        w.wait_for("v1beta1 binding Ready", WAIT, || {
-            w.api
-                .get(acrpull_testkit::kube::BINDINGS_V1BETA1, "lw", "old")
-                .filter(is_ready)
-        });
+    for r in WATCHED {
+        w.api.inject(fault(code, &Route::new("list", r)));
     }
-    w.wait_for("b500 and its secret gone", WAIT, || {
-        (w.api.get(BINDINGS_V1BETA2, "lw", "b500").is_none()
-            && w.api.get("secrets", "lw", "acr-pull-b500").is_none())
+    let since = Instant::now();
+    let mut p = start(&mut w);
+    streams_exercised(&w, "list", code, &[0, 0, 0], since);
+    w.api.clear_faults();
+    wait_ready(&w, "lw", "b0");
+    w.wait_for("v1beta1 binding Ready", WAIT, || {
+        w.api.get(v1, "lw", "old").filter(is_ready)
+    });
+
+    let before = counts(&w, "watch");
+    for r in WATCHED {
+        w.api.inject(fault(code, &Route::new("watch", r)));
+    }
+    let since = Instant::now();
+    w.api.cut_watches();
+    // Changes no watch can deliver until the fault clears.
+    bind(&w, "lw", "late");
+    w.api
+        .delete(BINDINGS_V1BETA2, "lw", "b0")
+        .expect("b0 is deleted");
+    streams_exercised(&w, "watch", code, &before, since);
+    w.api.clear_faults();
+    wait_ready(&w, "lw", "late");
+    w.wait_for("b0 and its secret gone", WAIT, || {
+        (w.api.get(BINDINGS_V1BETA2, "lw", "b0").is_none()
+            && w.api.get("secrets", "lw", "acr-pull-b0").is_none())
         .then_some(())
     });
-    let live: Vec<&str> = live.iter().map(String::as_str).collect();
-    for b in &live {
-        assert!(w
-            .api
-            .get("secrets", "lw", &format!("acr-pull-{b}"))
-            .is_some());
-    }
     let sa = w
         .api
         .get("serviceaccounts", "lw", TARGET)
         .expect("target SA");
-    let names = pull_secret_names(&sa);
-    assert!(names.contains(&FOREIGN.to_string()), "{names:?}");
-    assert!(
-        names.contains(&"old-msi-acrpull-secret".to_string()),
-        "{names:?}"
+    let mut names = pull_secret_names(&sa);
+    names.sort();
+    assert_eq!(
+        names,
+        ["acr-pull-late", FOREIGN, "old-msi-acrpull-secret"],
+        "{code}"
     );
-    assert_eq!(names.len(), live.len() + 2, "{names:?}");
     assert_only_own_writes(&w, &[TARGET]);
-    let mut p = p.expect("acrpull was started");
+    assert_alive(&mut p);
+}
+
+#[test]
+fn list_and_watch_of_every_resource_recover_from_500_503_and_429() {
+    for code in CODES {
+        list_and_watch_outage(code);
+    }
+}
+
+#[test]
+fn cut_and_compacted_watches_resume_or_relist_without_losing_changes() {
+    let mut w = World::start();
+    w.api.set_default_sa_delay(Duration::ZERO);
+    tenant(&w, "cc");
+    let mut p = start(&mut w);
+    bind(&w, "cc", "b1");
+    bind(&w, "cc", "b2");
+    wait_ready(&w, "cc", "b1");
+    wait_ready(&w, "cc", "b2");
+
+    // A cut stream resumes from its resourceVersion: no relist, and nothing missed.
+    let lists = counts(&w, "list");
+    w.api.cut_watches();
+    bind(&w, "cc", "b3");
+    wait_ready(&w, "cc", "b3");
+    assert_eq!(
+        counts(&w, "list"),
+        lists,
+        "a cut watch resumes without relisting"
+    );
+
+    // History compacted while streams are open: the resume gets 410 (in the stream, or as the
+    // HTTP status) and each stream relists once; changes made meanwhile are all seen.
+    for (mode, gone, added) in [
+        (ExpiredWatch::InStream, "b1", "b4"),
+        (ExpiredWatch::Http, "b3", "b5"),
+    ] {
+        w.api.set_expired_watch(mode);
+        let lists = counts(&w, "list");
+        let since = Instant::now();
+        w.api.compact();
+        w.api.cut_watches();
+        w.api
+            .delete(BINDINGS_V1BETA2, "cc", gone)
+            .expect("the binding is deleted");
+        bind(&w, "cc", added);
+        let mut b2 = w.api.get(BINDINGS_V1BETA2, "cc", "b2").expect("b2");
+        b2["spec"]["acr"]["scope"] = json!(format!("repository:app:pull repository:{added}:pull"));
+        w.api.put(BINDINGS_V1BETA2, "cc", b2).expect("b2 changes");
+        wait_ready(&w, "cc", added);
+        wait_ready(&w, "cc", "b2");
+        w.wait_for(&format!("{gone} and its secret gone"), WAIT, || {
+            (w.api.get(BINDINGS_V1BETA2, "cc", gone).is_none()
+                && w.api
+                    .get("secrets", "cc", &format!("acr-pull-{gone}"))
+                    .is_none())
+            .then_some(())
+        });
+        let relists = |w: &World| -> Vec<usize> {
+            counts(w, "list")
+                .iter()
+                .zip(&lists)
+                .map(|(now, then)| now - then)
+                .collect()
+        };
+        w.wait_for("every stream relisted", WAIT, || {
+            let r = relists(&w);
+            WATCHED
+                .iter()
+                .zip(&r)
+                .all(|(res, n)| *n >= streams(res))
+                .then_some(())
+        });
+        let relists = relists(&w);
+        // One relist per stream; a second only if a watch was cut again before it started.
+        for (r, n) in WATCHED.iter().zip(&relists) {
+            assert!(
+                *n <= 2 * streams(r),
+                "{n} relists of {r} after compaction ({mode:?}, {:?})",
+                since.elapsed()
+            );
+        }
+    }
+    assert_intact(&w, "cc", &["b2", "b4", "b5"]);
+    assert_only_own_writes(&w, &[TARGET]);
     assert_alive(&mut p);
 }
 
