@@ -17,6 +17,7 @@ use crate::leader::{
 };
 use crate::metrics::{collect_token_counters, Metrics};
 use crate::plan::PlanConfig;
+use crate::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
 use crate::reconcile::Reconciler;
 use crate::selector::Selector;
 use crate::serve;
@@ -41,6 +42,8 @@ pub enum StartError {
     LeaseNamespace,
     /// Leader election could not start.
     Leader(crate::leader::Error),
+    /// `--identity-policy` names a file that cannot be read or is not a valid policy.
+    Policy(crate::policy::PolicyError),
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +57,7 @@ impl fmt::Display for StartError {
                 "--leader-elect needs --leader-election-namespace when not running in a cluster",
             ),
             StartError::Leader(e) => write!(f, "leader election: {e}"),
+            StartError::Policy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -72,13 +76,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let client = kube::Client::new(&kube_cfg).map_err(StartError::Kube)?;
     log::info!("kubernetes API server {}", kube_cfg.server);
 
-    let mut http_cfg = HttpConfig::from_env().map_err(StartError::Azure)?;
-    for (host, addr) in &cfg.connect_to {
-        http_cfg
-            .connect_to
-            .push(ConnectTo::parse(&format!("{host}={addr}")).map_err(StartError::Azure)?);
-    }
-    let http = Arc::new(HttpClients::new(&http_cfg).map_err(StartError::Azure)?);
+    let http = azure_http(cfg).map_err(StartError::Azure)?;
     let upstream = Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint));
     let tokens = Arc::new(TokenService::new(upstream, Arc::new(SystemClock)));
 
@@ -89,17 +87,15 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         }
         AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
     }
-    let defaults = V1beta1Defaults {
-        acr_server: cfg.env.acr_server.clone(),
-        client_id: cfg.env.managed_identity_client_id.clone(),
-        resource_id: cfg.env.managed_identity_resource_id.clone(),
-        arm_resource: cfg
-            .env
-            .arm_resource
-            .clone()
-            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
-        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+    let (policy, policy_file) = match &cfg.identity_policy {
+        Some(path) => {
+            let (file, p) = PolicyFile::load(path).map_err(StartError::Policy)?;
+            log::info!("identity policy {} enforced", path.display());
+            (PolicyHandle::enforcing(p), Some(file))
+        }
+        None => (PolicyHandle::default(), None),
     };
+    let defaults = v1beta1_defaults(cfg);
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let store = Arc::new(Mutex::new(Store::new(defaults)));
@@ -148,7 +144,9 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         acr_audience: cfg.entra_audience == EntraAudience::Acr,
         authority_host: cfg.authority_host.clone(),
         token_audience: cfg.service_account_token_audience.clone(),
+        policy: policy.clone(),
     });
+    let reconciler_for_policy = Arc::clone(&reconciler);
     let settings = Settings {
         label_selector: selector.to_string(),
         workers: cfg.workers,
@@ -156,6 +154,23 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     };
     let controller =
         Controller::start(client, reconciler, obs, &settings).map_err(StartError::Io)?;
+    if let Some(file) = policy_file {
+        let (queue, store) = (controller.queue(), controller.store());
+        let requeue_all = move || {
+            let keys = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .binding_keys();
+            for k in keys {
+                // A denial is remembered like a token failure; forget it so the new policy
+                // is asked at once.
+                reconciler_for_policy.token_gate.forget(&k);
+                queue.add(k);
+            }
+        };
+        spawn_reloader(file, policy, RELOAD_PERIOD, Box::new(requeue_all))
+            .map_err(StartError::Io)?;
+    }
     log::info!(
         "acrpull {} started with {} workers",
         env!("CARGO_PKG_VERSION"),
@@ -165,19 +180,43 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let sig = signals.wait().map_err(StartError::Io)?;
     log::info!("received {sig:?}; finishing in-flight work");
     controller.shutdown();
-    if let Some(l) = leader {
-        drop(settings);
-        match Arc::try_unwrap(l) {
-            Ok(handle) => {
-                if handle.release_and_stop(Duration::from_secs(3)) {
-                    log::info!("released the leader lease");
-                }
-            }
-            Err(_) => log::warn!("leader lease not released: still in use"),
+    // The workers have stopped, so nothing writes any more: hand the Lease over at once.
+    if let Some(l) = &leader {
+        if l.release_and_stop(Duration::from_secs(3)) {
+            log::info!("released the leader lease");
+        } else {
+            log::warn!("the leader lease was not released in time; it will expire instead");
         }
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// What decoding a binding needs from the environment and flags (shared with `acrpull check`).
+pub fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
+    V1beta1Defaults {
+        acr_server: cfg.env.acr_server.clone(),
+        client_id: cfg.env.managed_identity_client_id.clone(),
+        resource_id: cfg.env.managed_identity_resource_id.clone(),
+        arm_resource: cfg
+            .env
+            .arm_resource
+            .clone()
+            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+    }
+}
+
+/// The Azure HTTP clients: `SSL_CERT_FILE`, proxy settings and `--connect-to` (shared with
+/// `acrpull check`, so it talks to Azure exactly as the controller does).
+pub fn azure_http(cfg: &Config) -> Result<Arc<HttpClients>, crate::azure::http::HttpSetupError> {
+    let mut http_cfg = HttpConfig::from_env()?;
+    for (host, addr) in &cfg.connect_to {
+        http_cfg
+            .connect_to
+            .push(ConnectTo::parse(&format!("{host}={addr}"))?);
+    }
+    Ok(Arc::new(HttpClients::new(&http_cfg)?))
 }
 
 /// Starts leader election on the Lease of `--leader-election-id`; losing the lease ends the process

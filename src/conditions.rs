@@ -29,6 +29,8 @@ pub fn reason_for(error: &str) -> &'static str {
         "TokenRequestFailed"
     } else if error.starts_with("secret ") {
         "SecretConflict"
+    } else if error.starts_with("identity policy:") {
+        "PolicyDenied"
     } else {
         "InvalidSpec"
     }
@@ -183,6 +185,16 @@ mod tests {
         status["conditions"] = patch["conditions"].clone();
         status["observedGeneration"] = patch["observedGeneration"].clone();
         *b = binding(b.meta.generation, status);
+    }
+
+    #[test]
+    fn an_identity_policy_refusal_has_its_own_reason() {
+        assert_eq!(
+            reason_for(
+                "identity policy: namespace \"a\" may not use identity \"b\" with registry \"c\""
+            ),
+            "PolicyDenied"
+        );
     }
 
     #[test]

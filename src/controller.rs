@@ -428,6 +428,7 @@ fn classify(err: &str) -> Reason {
         "ServerNotAllowed" => Reason::ServerNotAllowed,
         "TokenRequestFailed" => Reason::TokenRequestFailed,
         "SecretConflict" => Reason::SecretConflict,
+        "PolicyDenied" => Reason::PolicyDenied,
         _ => Reason::InvalidSpec,
     }
 }

@@ -49,6 +49,8 @@ pub enum Reason {
     InvalidSpec,
     /// A Secret with our name exists but is not ours (Warning).
     SecretConflict,
+    /// `--identity-policy` does not allow the binding's identity with its registry (Warning).
+    PolicyDenied,
     /// A Kubernetes write failed for another reason (Warning).
     ReconcileFailed,
 }
@@ -63,6 +65,7 @@ impl Reason {
             Reason::ServerNotAllowed => "ServerNotAllowed",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::SecretConflict => "SecretConflict",
+            Reason::PolicyDenied => "PolicyDenied",
             Reason::ReconcileFailed => "ReconcileFailed",
         }
     }

@@ -846,7 +846,7 @@ impl ElectorHandle {
 
     /// Stops leading at once and releases the Lease if we hold it, waiting at most `timeout` for the
     /// release request; returns whether the elector finished in time. Call after the workers have stopped.
-    pub fn release_and_stop(self, timeout: Duration) -> bool {
+    pub fn release_and_stop(&self, timeout: Duration) -> bool {
         self.shared.update(|s| s.stopping = true);
         let status = self.shared.lock();
         let (status, _) = self

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod azure;
 pub mod binding;
+pub mod check;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
 pub mod schedule;
 pub mod selector;

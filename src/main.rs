@@ -1,4 +1,4 @@
-//! The acrpull binary: parse flags, run the controller, map the outcome to an exit code.
+//! The acrpull binary: parse flags, run the controller (or `check`), map the outcome to an exit code.
 
 use std::process::ExitCode;
 
@@ -28,6 +28,32 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Ok(Command::CheckHelp) => {
+            print!("{}", cli::check_usage());
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Check(args)) => {
+            // Quiet by default: the report is the output; RUST_LOG still turns logs on.
+            acrpull::logging::init(args.config.log_format, "warn");
+            match acrpull::check::run(&args) {
+                Ok(report) => {
+                    print!("{}", acrpull::check::render(&report, args.output));
+                    if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("acrpull check: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e @ cli::UsageError::CheckTarget(_)) => {
+            eprintln!("acrpull: {e}\nRun 'acrpull check --help' for usage.");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("acrpull: {e}\nRun 'acrpull --help' for usage.");

@@ -120,6 +120,8 @@ pub struct Reconciler {
     /// Whether this replica may write now (leader election); checked before every write, so a
     /// replica that could not renew its lease stops writing before another can take over.
     pub may_write: Box<dyn Fn() -> bool + Send + Sync>,
+    /// `--identity-policy`, checked before any token is requested.
+    pub policy: crate::policy::PolicyHandle,
 }
 
 /// Keeps event-triggered passes from hammering Azure while a binding's token keeps failing.
@@ -386,8 +388,19 @@ impl Reconciler {
             .unwrap_or_default()
     }
 
-    /// Who asks for the token; an error is the user-facing status message.
+    /// The identity policy's verdict on `identity` for this binding's namespace and registry.
+    fn allowed(&self, need: &TokenNeed, identity: &str) -> Result<(), String> {
+        self.policy
+            .check(&need.namespace, identity, &need.registry.host)
+            .map_err(|d| d.to_string())
+    }
+
+    /// Who asks for the token; an error is the user-facing status message. The identity policy
+    /// is checked before anything is requested, the ServiceAccount token included.
     fn credential(&self, need: &TokenNeed) -> Result<Credential, String> {
+        for id in crate::policy::spec_identities(&need.identity) {
+            self.allowed(need, &id)?;
+        }
         Ok(match &need.identity {
             Identity::ManagedClientId(id) => {
                 Credential::Managed(ManagedIdentity::ClientId(id.clone()))
@@ -411,6 +424,7 @@ impl Reconciler {
                     tenant_id.as_deref(),
                 )
                 .map_err(|e| e.to_string())?;
+                self.allowed(need, &ids.client_id)?;
                 let source = ServiceAccountToken::new(
                     self.client.clone(),
                     &need.namespace,

@@ -182,6 +182,7 @@ pub struct World {
     imds_server: Server,
     azure_server: Server,
     azure_ca_file: PathBuf,
+    ca: Ca,
     dir: PathBuf,
     procs: Vec<Log>,
 }
@@ -199,8 +200,15 @@ impl World {
         let api = ApiServer::start();
         let azure = Azure::new(TENANT);
         let ca = Ca::new();
-        let mut names: Vec<&str> =
-            vec!["*.azurecr.io", "*.azurecr.us", "*.azurecr.cn", "localhost"];
+        // 127.0.0.1 lets a real registry on loopback (see `registry`) use this listener as its
+        // token realm and acrpull reach its `/oauth2/*` calls for `127.0.0.1:<port>` here.
+        let mut names: Vec<&str> = vec![
+            "*.azurecr.io",
+            "*.azurecr.us",
+            "*.azurecr.cn",
+            "localhost",
+            "127.0.0.1",
+        ];
         names.extend(AUTHORITY_HOSTS);
         names.push(AIRGAPPED_AUTHORITY_HOST);
         let imds_server = serve_http(azure.imds.clone()).expect("fake IMDS listens on loopback");
@@ -221,6 +229,7 @@ impl World {
             imds_server,
             azure_server,
             azure_ca_file,
+            ca,
             dir,
             procs: Vec::new(),
         };
@@ -261,6 +270,12 @@ impl World {
     /// The CA file that makes acrpull trust the fake Azure endpoints.
     pub fn azure_ca_file(&self) -> &Path {
         &self.azure_ca_file
+    }
+
+    /// The CA acrpull trusts (through [`azure_ca_file`](Self::azure_ca_file)): for extra fake
+    /// servers a test wants acrpull to reach over verified TLS.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
     }
 
     /// A scratch directory removed with the world.

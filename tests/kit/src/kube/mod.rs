@@ -317,6 +317,12 @@ impl ApiServer {
         self.inner.store.write(|st| st.policies = policies);
     }
 
+    /// Turns CRD schema validation (pruning, defaults, required fields, CEL rules) of both
+    /// binding kinds on or off (default on); off, any JSON object is stored as written.
+    pub fn set_crd_validation(&self, on: bool) {
+        self.inner.store.write(|st| st.crd_validation = on);
+    }
+
     /// How many events the watch history keeps.
     pub fn set_history_limit(&self, n: usize) {
         self.inner.store.write(|st| st.set_history_limit(n));

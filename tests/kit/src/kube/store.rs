@@ -101,6 +101,9 @@ pub struct State {
     pub policies: Option<super::admission::Policies>,
     /// The user whose request is being applied (set by the handler for the write's duration).
     pub acting_user: String,
+    /// Whether custom resources are checked against their CRD schema (default true); off, the
+    /// server stores any object, as a cluster whose CRD has no schema would.
+    pub crd_validation: bool,
 }
 
 /// The store: state plus the condition variable every watcher and background thread waits on.
@@ -307,6 +310,7 @@ impl State {
             expired_watch: ExpiredWatch::InStream,
             policies: None,
             acting_user: String::new(),
+            crd_validation: true,
         }
     }
 
@@ -391,7 +395,7 @@ impl State {
     }
 
     /// Type-specific validation and defaulting, on create and update.
-    fn validate(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    fn validate(rt: &ResourceType, obj: &mut Value, crd_schema: bool) -> Result<(), ApiError> {
         validate::metadata(rt, obj)?;
         if std::ptr::eq(rt, &resources::SECRETS) {
             validate::secret(obj)?;
@@ -399,7 +403,7 @@ impl State {
         if std::ptr::eq(rt, &resources::EVENTS) {
             validate::event(obj)?;
         }
-        if rt.custom {
+        if rt.custom && crd_schema {
             let name = meta_str(obj, "name").to_string();
             super::crd::validate(rt, &name, obj)?;
         }
@@ -443,7 +447,7 @@ impl State {
         }
         // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
         self.check_namespace(rt, ns, meta_str(&obj, "name"))?;
-        Self::validate(rt, &mut obj)?;
+        Self::validate(rt, &mut obj, self.crd_validation)?;
         self.admit(rt, None, &obj)?;
         if !meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::rv_on_create());
@@ -572,7 +576,7 @@ impl State {
         };
         new["apiVersion"] = Value::String(rt.api_version());
         new["kind"] = Value::String(rt.kind.to_string());
-        Self::validate(rt, &mut new)?;
+        Self::validate(rt, &mut new, self.crd_validation)?;
         if !status {
             self.admit(rt, Some(&old), &new)?;
         }

@@ -14,18 +14,24 @@ const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric charact
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns1123_label_chars(s)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
+fn is_dns1123_label_chars(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
-/// Dot-separated DNS-1123 labels, at most 253 characters.
+/// Dot-separated DNS-1123 labels, at most 253 characters in all. Like apimachinery's
+/// `IsDNS1123Subdomain`, only the total length is limited: a 100-character name without dots is
+/// a valid object name.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    s.len() <= 253 && s.split('.').all(is_dns1123_label_chars)
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
@@ -224,6 +230,8 @@ mod tests {
         assert!(!is_dns1123_subdomain("A"));
         assert!(!is_dns1123_subdomain("-a"));
         assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        // Only the total is limited, as in apimachinery: one 253-character label is a valid name.
+        assert!(is_dns1123_subdomain(&"a".repeat(253)));
         assert!(!is_dns1123_label(&"a".repeat(64)));
     }
 
