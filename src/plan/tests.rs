@@ -1504,3 +1504,16 @@ fn a_token_that_arrived_expired_is_kept_for_its_minimum_age() {
         Outcome::NeedToken(_)
     ));
 }
+
+#[test]
+fn a_v1beta1_token_that_arrived_expired_is_also_kept_for_its_minimum_age() {
+    let b = v1(json!({"scope": "repository:testing:pull,push"}));
+    let o = obs(b, vec![], Some(sa("default", &[])), vec![]);
+    let expired = Minted::Ok(MintedToken {
+        password: Password::new("T".into()),
+        expires: NOW - Duration::minutes(45),
+        issued: NOW,
+    });
+    let (_, p) = minted(&o, &any_host(), &expired);
+    assert_eq!(p.refresh_at, Some(NOW + MIN_TOKEN_AGE));
+}
