@@ -33,6 +33,10 @@ pub use write::{
 const V1BETA1_REFRESH_BUFFER: Duration = Duration::minutes(30);
 /// The earliest a refresh may be scheduled after `now`: a deadline ≤ now would spin.
 const MIN_REQUEUE: Duration = Duration::seconds(1);
+/// A minted token is kept at least this long, whatever its `exp` says: one that arrives already
+/// expired (a registry clock behind ours) would otherwise be re-minted by every pass, and every
+/// Secret write wakes the binding again.
+const MIN_TOKEN_AGE: Duration = Duration::seconds(30);
 
 /// Planner settings.
 #[derive(Clone, Debug)]
@@ -310,6 +314,12 @@ fn usable_times(
 /// When a token must be replaced: v1beta1 30 min before expiry; v1beta2 at the configured
 /// fraction of its lifetime. Arithmetic that cannot be represented means "now".
 fn refresh_boundary(version: ApiVersion, t: TokenTimes, fraction: f64) -> OffsetDateTime {
+    let earliest = t.issued.checked_add(MIN_TOKEN_AGE).unwrap_or(t.issued);
+    lifetime_boundary(version, t, fraction).max(earliest)
+}
+
+/// The refresh boundary from the token's lifetime alone (spec §2.7, §2.8).
+fn lifetime_boundary(version: ApiVersion, t: TokenTimes, fraction: f64) -> OffsetDateTime {
     match version {
         ApiVersion::V1beta1 => t
             .expires

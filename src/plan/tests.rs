@@ -1471,3 +1471,49 @@ fn malformed_specs_never_panic_in_decoding_or_planning() {
         }
     }
 }
+
+#[test]
+fn a_token_that_arrived_expired_is_kept_for_its_minimum_age() {
+    let b = v2(v2_spec());
+    let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
+    let expired = Minted::Ok(MintedToken {
+        password: Password::new("T".into()),
+        expires: NOW - Duration::minutes(45),
+        issued: NOW,
+    });
+    let (_, p) = minted(&o, &any_host(), &expired);
+    assert_eq!(p.refresh_at, Some(NOW + MIN_TOKEN_AGE));
+    // The next pass, a moment later, finds the Secret usable and asks for no token.
+    let b = with_status(o.binding.clone(), NOW, NOW - Duration::minutes(45));
+    let hash = b.spec.as_ref().unwrap().inputs_hash.clone();
+    let name = b.secret_name();
+    let secret = owned(&b, &name, NOW, NOW - Duration::minutes(45), &hash);
+    let o = obs(b, vec![secret], Some(sa("delegate", &[&name])), vec![]);
+    let later = NOW + Duration::seconds(5);
+    assert!(matches!(
+        plan(&o, &any_host(), later, None),
+        Outcome::Done(_)
+    ));
+    assert!(matches!(
+        plan(
+            &o,
+            &any_host(),
+            NOW + MIN_TOKEN_AGE + Duration::seconds(1),
+            None
+        ),
+        Outcome::NeedToken(_)
+    ));
+}
+
+#[test]
+fn a_v1beta1_token_that_arrived_expired_is_also_kept_for_its_minimum_age() {
+    let b = v1(json!({"scope": "repository:testing:pull,push"}));
+    let o = obs(b, vec![], Some(sa("default", &[])), vec![]);
+    let expired = Minted::Ok(MintedToken {
+        password: Password::new("T".into()),
+        expires: NOW - Duration::minutes(45),
+        issued: NOW,
+    });
+    let (_, p) = minted(&o, &any_host(), &expired);
+    assert_eq!(p.refresh_at, Some(NOW + MIN_TOKEN_AGE));
+}

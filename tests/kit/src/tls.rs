@@ -106,6 +106,32 @@ pub fn write_kubeconfig(
     ca_pem: &str,
     token: &str,
 ) -> io::Result<()> {
+    write_kubeconfig_for(
+        path,
+        server_url,
+        ca_pem,
+        serde_json::json!({"token": token}),
+    )
+}
+
+/// Writes a kubeconfig whose user reads its bearer token from `token_file` (`tokenFile:`), as a
+/// rotated, projected credential is configured; the client must re-read the file.
+pub fn write_kubeconfig_token_file(
+    path: &Path,
+    server_url: &str,
+    ca_pem: &str,
+    token_file: &Path,
+) -> io::Result<()> {
+    let user = serde_json::json!({"tokenFile": token_file.display().to_string()});
+    write_kubeconfig_for(path, server_url, ca_pem, user)
+}
+
+fn write_kubeconfig_for(
+    path: &Path,
+    server_url: &str,
+    ca_pem: &str,
+    user: serde_json::Value,
+) -> io::Result<()> {
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -113,7 +139,7 @@ pub fn write_kubeconfig(
             "server": server_url,
             "certificate-authority-data": STANDARD.encode(ca_pem),
         }}],
-        "users": [{"name": "kit-admin", "user": {"token": token}}],
+        "users": [{"name": "kit-admin", "user": user}],
         "contexts": [{"name": "kit", "context": {"cluster": "kit", "user": "kit-admin"}}],
         "current-context": "kit",
         "preferences": {},
@@ -158,6 +184,24 @@ mod tests {
             Some(STANDARD.encode("PEM").as_str())
         );
         assert_eq!(v["users"][0]["user"]["token"].as_str(), Some("tok"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn token_file_kubeconfig_names_the_file_and_no_token() {
+        let dir = std::env::temp_dir().join(format!("kit-tls-tf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kubeconfig");
+        let file = dir.join("token");
+        write_kubeconfig_token_file(&path, "https://127.0.0.1:1", "PEM", &file).unwrap();
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let user = &v["users"][0]["user"];
+        assert_eq!(
+            user["tokenFile"].as_str(),
+            Some(file.display().to_string().as_str())
+        );
+        assert!(user.get("token").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

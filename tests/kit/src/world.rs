@@ -314,13 +314,61 @@ impl World {
         args
     }
 
-    /// A kubeconfig for the controller's ServiceAccount, limited to the shipped RBAC rules.
-    pub fn controller_kubeconfig(&self) -> PathBuf {
+    fn load_shipped_rbac(&self) {
         let rbac = std::fs::read_to_string(repo_root().join("manifests/11-rbac.yaml"))
             .expect("manifests/11-rbac.yaml is readable");
         self.api
             .load_rbac(&rbac)
             .expect("the shipped RBAC manifest loads");
+    }
+
+    /// A kubeconfig for the controller's ServiceAccount (shipped RBAC) whose user reads its bearer
+    /// token from a file (`tokenFile:`), holding `token` for now; returns (kubeconfig, token file).
+    /// Rotate with [`World::rotate_controller_token`].
+    pub fn controller_token_file_kubeconfig(&self, token: &str) -> (PathBuf, PathBuf) {
+        self.load_shipped_rbac();
+        self.api.add_user(token, CONTROLLER_USER);
+        let token_file = self.dir.join("controller.token");
+        std::fs::write(&token_file, token).expect("the token file can be written");
+        let path = self.dir.join("controller-tokenfile.kubeconfig");
+        crate::tls::write_kubeconfig_token_file(
+            &path,
+            &self.api.url(),
+            self.api.ca_pem(),
+            &token_file,
+        )
+        .expect("the controller kubeconfig can be written");
+        (path, token_file)
+    }
+
+    /// Rotates the controller's credential: `new` becomes valid, the file is rewritten (atomically,
+    /// as the kubelet swaps projected volumes), and `old` is revoked (401 from now on).
+    pub fn rotate_controller_token(&self, token_file: &Path, old: &str, new: &str) {
+        self.api.add_user(new, CONTROLLER_USER);
+        let tmp = token_file.with_extension("new");
+        std::fs::write(&tmp, new).expect("the new token can be written");
+        std::fs::rename(&tmp, token_file).expect("the token file can be replaced");
+        self.api.remove_token(old);
+    }
+
+    /// Every write (create, update, patch, delete) the controller's user made, oldest first.
+    pub fn controller_writes(&self) -> Vec<crate::kube::LoggedRequest> {
+        self.api
+            .request_log()
+            .into_iter()
+            .filter(|r| r.user == CONTROLLER_USER)
+            .filter(|r| {
+                matches!(
+                    r.verb.as_str(),
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                )
+            })
+            .collect()
+    }
+
+    /// A kubeconfig for the controller's ServiceAccount, limited to the shipped RBAC rules.
+    pub fn controller_kubeconfig(&self) -> PathBuf {
+        self.load_shipped_rbac();
         let token = "acrpull-controller-token";
         self.api.add_user(token, CONTROLLER_USER);
         let path = self.dir.join("controller.kubeconfig");
@@ -336,6 +384,17 @@ impl World {
         } else {
             self.api.kubeconfig_path().to_path_buf()
         };
+        self.start_acrpull_with_kubeconfig(binary, opts, &kubeconfig)
+    }
+
+    /// Starts `binary` against this world with this kubeconfig (`opts.shipped_rbac` is ignored).
+    pub fn start_acrpull_with_kubeconfig(
+        &mut self,
+        binary: &Path,
+        opts: &AcrpullOptions,
+        kubeconfig: &Path,
+    ) -> Acrpull {
+        let kubeconfig = kubeconfig.to_path_buf();
         let mut cmd = Command::new(binary);
         cmd.args(self.base_args(&kubeconfig))
             .args(&opts.args)
@@ -457,6 +516,44 @@ impl Drop for World {
             }
         }
     }
+}
+
+/// The condition of type `t` in a binding's status.
+pub fn condition<'a>(binding: &'a Value, t: &str) -> Option<&'a Value> {
+    binding["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+}
+
+/// Whether a binding is fully Ready: `Ready` and `TokenValid` true, a token expiry in the future,
+/// no error, and the current generation observed.
+pub fn is_ready(binding: &Value) -> bool {
+    let status = &binding["status"];
+    let future = status["tokenExpirationTime"]
+        .as_str()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .is_some_and(|t| t > time::OffsetDateTime::now_utc());
+    let cond = |t: &str| condition(binding, t).is_some_and(|c| c["status"] == "True");
+    cond("Ready")
+        && cond("TokenValid")
+        && future
+        && status["error"].as_str().unwrap_or("").is_empty()
+        && status["observedGeneration"] == binding["metadata"]["generation"]
+}
+
+/// The names in a ServiceAccount's `imagePullSecrets`, in order.
+pub fn pull_secret_names(sa: &Value) -> Vec<String> {
+    sa["imagePullSecrets"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A v1beta2 managed-identity binding object.

@@ -164,6 +164,11 @@ impl Authz {
         self.rules.entry(user.to_string()).or_default().push(rule);
     }
 
+    /// Forgets a bearer token: requests carrying it get 401 from now on.
+    pub fn remove_token(&mut self, token: &str) {
+        self.tokens.remove(token);
+    }
+
     /// Removes every rule of a user (the token stays valid).
     pub fn revoke(&mut self, user: &str) {
         self.rules.remove(user);

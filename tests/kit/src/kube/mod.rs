@@ -272,6 +272,11 @@ impl ApiServer {
         lock(&self.inner.authz).add_user(token, user);
     }
 
+    /// Forgets a bearer token (a rotated credential): requests carrying it get 401.
+    pub fn remove_token(&self, token: &str) {
+        lock(&self.inner.authz).remove_token(token);
+    }
+
     /// Lets a user do everything.
     pub fn add_admin(&self, user: &str) {
         lock(&self.inner.authz).add_admin(user);
