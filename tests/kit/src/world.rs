@@ -881,14 +881,4 @@ impl World {
         self.add_registry(host, Audiences::ArmAndAcr);
         self.grant(&identity(1).object_id, host, "*", &["pull"]);
     }
-
-    /// Requests acrpull's ServiceAccount made that wrote something (create, update, patch, delete).
-    pub fn controller_writes(&self) -> Vec<crate::kube::LoggedRequest> {
-        self.api
-            .request_log()
-            .into_iter()
-            .filter(|r| r.user == CONTROLLER_USER)
-            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
-            .collect()
-    }
 }
