@@ -216,9 +216,11 @@ fn tokens_never_appear_in_the_log_or_the_status() {
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     create(&w, "bad", &identity(UNKNOWN).client_id);
     w.wait_error(BINDINGS_V1BETA2, NS, "bad", |e| !e.is_empty());
-    // A refresh, too.
+    // A refresh, too: an old, expired token (a just-minted one is kept for a minimum age,
+    // whatever its expiry says, so both annotations are backdated).
     w.edit("secrets", NS, "acr-pull-b", |o| {
         o["metadata"]["annotations"][EXPIRY_ANNOTATION] = serde_json::json!("2000-01-01T00:00:00Z");
+        o["metadata"]["annotations"][REFRESH_ANNOTATION] = serde_json::json!("1999-12-31T23:00:00Z");
     });
     w.eventually("the refreshed secret", || {
         w.api
