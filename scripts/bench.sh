@@ -6,6 +6,8 @@
 #                              at the default --kube-api-qps 50, since 4 writes per binding are rate-limited)
 #   BENCH_UNRELATED=50000      unrelated Secrets + ServiceAccounts in the extra scenario (0 skips it)
 #   BENCH_REFRESH=1            run the refresh-cycle scenario (0 skips it)
+#   BENCH_STATIC=1             measure the shipped static musl binary (scripts/build-static.sh) instead
+#                              of the host's glibc build; allocators differ, so RSS figures differ
 # Other flags (see `bench --help`) pass through, e.g. --qps 100 --burst 200 --identities 20.
 # Tables go to stdout, progress to stderr.
 set -euo pipefail
@@ -16,12 +18,19 @@ sizes="${BENCH_SIZES:-0,1000,10000,50000}"
 unrelated="${BENCH_UNRELATED:-50000}"
 refresh="${BENCH_REFRESH:-1}"
 
-echo "building acrpull (release)..." >&2
-cargo build --release --bin acrpull
+if [ "${BENCH_STATIC:-0}" = "1" ]; then
+    echo "building acrpull (static musl release)..." >&2
+    scripts/build-static.sh >&2
+    acrpull=target/x86_64-unknown-linux-musl/release/acrpull
+else
+    echo "building acrpull (release)..." >&2
+    cargo build --release --bin acrpull
+    acrpull=target/release/acrpull
+fi
 echo "building the benchmark (release)..." >&2
 cargo build --release -p acrpull-testkit --bin bench
 
-flags=(--acrpull target/release/acrpull --sizes "$sizes" --unrelated "$unrelated")
+flags=(--acrpull "$acrpull" --sizes "$sizes" --unrelated "$unrelated")
 if [ "$refresh" != "0" ]; then
     flags+=(--refresh)
 fi

@@ -33,6 +33,10 @@ pub struct Args {
     pub burst: u32,
     /// How long the steady-state window lasts after every binding is Ready.
     pub steady: Duration,
+    /// Extra flags for acrpull (e.g. `--workers=8`).
+    pub acrpull_args: Vec<String>,
+    /// Extra environment for acrpull (e.g. `MALLOC_ARENA_MAX=2`, to tell allocator from data).
+    pub acrpull_env: Vec<(String, String)>,
 }
 
 impl Default for Args {
@@ -52,6 +56,8 @@ impl Default for Args {
             qps: 50.0,
             burst: 100,
             steady: Duration::from_secs(15),
+            acrpull_args: Vec::new(),
+            acrpull_env: Vec::new(),
         }
     }
 }
@@ -103,6 +109,8 @@ bench: acrpull's scale benchmark (run by scripts/bench.sh)
   --qps Q               acrpull --kube-api-qps (default 50; 0 = unlimited)
   --burst B             acrpull --kube-api-burst (default 100)
   --steady-secs S       steady-state window after convergence (default 15)
+  --acrpull-arg FLAG    extra flag for acrpull, e.g. --acrpull-arg=--workers=8; repeatable
+  --acrpull-env K=V     extra environment variable for acrpull; repeatable
 ";
 
 /// What the command line asks for.
@@ -149,7 +157,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
 }
 
 /// Flags that take a value.
-const FLAGS: [&str; 12] = [
+const FLAGS: [&str; 14] = [
+    "acrpull-arg",
+    "acrpull-env",
     "acrpull",
     "sizes",
     "namespaces",
@@ -188,6 +198,14 @@ fn apply(out: &mut Args, flag: &'static str, value: String) -> Result<(), ArgErr
                 .ok_or_else(|| bad(&value))?;
         }
         "burst" => out.burst = value.parse().map_err(|_| bad(&value))?,
+        "acrpull-arg" => out.acrpull_args.push(value),
+        "acrpull-env" => {
+            let (k, v) = value
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| bad(&value))?;
+            out.acrpull_env.push((k.to_string(), v.to_string()));
+        }
         _ => {
             let n = count(&value).map_err(|_| bad(&value))?;
             let positive = |n: usize| if n == 0 { Err(bad(&value)) } else { Ok(n) };
@@ -239,6 +257,9 @@ mod tests {
             "--unrelated",
             "50000",
             "--token-lifetime=240",
+            "--acrpull-arg=--workers=8",
+            "--acrpull-env",
+            "MALLOC_ARENA_MAX=2",
         ])
         .unwrap();
         assert_eq!(a.sizes, vec![0, 1000]);
@@ -247,6 +268,11 @@ mod tests {
         assert!(a.refresh);
         assert_eq!(a.unrelated, 50_000);
         assert_eq!(a.token_lifetime, Some(Duration::from_secs(240)));
+        assert_eq!(a.acrpull_args, vec!["--workers=8".to_string()]);
+        assert_eq!(
+            a.acrpull_env,
+            vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())]
+        );
     }
 
     #[test]
@@ -269,6 +295,7 @@ mod tests {
         assert_eq!(run(&["--qps"]), Err(ArgError::MissingValue("qps")));
         assert!(run(&["--sizes", "1,x"]).is_err());
         assert!(run(&["--qps", "-1"]).is_err());
+        assert!(run(&["--acrpull-env", "NOEQUALS"]).is_err());
     }
 
     #[test]

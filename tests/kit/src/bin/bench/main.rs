@@ -37,6 +37,8 @@ fn plan(a: &Args) -> Vec<(Kind, Scenario)> {
         qps: a.qps,
         burst: a.burst,
         steady: a.steady,
+        extra_args: a.acrpull_args.clone(),
+        extra_env: a.acrpull_env.clone(),
     };
     let mut out: Vec<(Kind, Scenario)> = a.sizes.iter().map(|&n| (Kind::Plain, base(n))).collect();
     if a.unrelated > 0 {

@@ -88,7 +88,7 @@ pub fn table(o: &Outcome, hz: u64) -> String {
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut row = |a: &str, b: String, c: String, d: String| rows.push([a.into(), b, c, d]);
     let ready = match o.ready_after {
-        Some(d) => format!("{:.1}", d.as_secs_f64()),
+        Some(d) => format!("{:.2}", d.as_secs_f64()),
         None => "timed out".into(),
     };
     let bound = match s.rate_bound() {
@@ -242,6 +242,19 @@ pub fn table(o: &Outcome, hz: u64) -> String {
         s.qps,
         s.burst
     );
+    if !s.extra_args.is_empty() || !s.extra_env.is_empty() {
+        let env: Vec<String> = s
+            .extra_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "acrpull also ran with: {} {}\n",
+            env.join(" "),
+            s.extra_args.join(" ")
+        );
+    }
     out.push_str("| figure | total | per binding | notes |\n|---|---:|---:|---|\n");
     for [a, b, c, d] in rows {
         let _ = writeln!(out, "| {a} | {b} | {c} | {d} |");
@@ -363,9 +376,10 @@ pub fn verdicts(o: &Outcome, hz: u64) -> Vec<Verdict> {
                 name,
                 "convergence vs client rate limit",
                 format!(
-                    "{:.1} s ({:.2} × bound)",
+                    "{:.1} s ({:.2} × bound; {:.1} requests/s, Events included)",
                     d.as_secs_f64(),
-                    d.as_secs_f64() / bound
+                    d.as_secs_f64() / bound,
+                    o.creation.kube.total() as f64 / d.as_secs_f64().max(0.001)
                 ),
                 format!("≤ {limit:.1} s (4N/qps = {bound:.1} s, +10 %)"),
             ),

@@ -48,6 +48,10 @@ pub struct Scenario {
     pub burst: u32,
     /// Steady-state window length.
     pub steady: Duration,
+    /// Extra flags for acrpull.
+    pub extra_args: Vec<String>,
+    /// Extra environment for acrpull.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -429,13 +433,17 @@ pub fn run(s: &Scenario, acrpull: &Path) -> Result<Outcome, ScenarioError> {
     eprintln!("    cluster filled in {:.1} s", setup.as_secs_f64());
 
     let bench0 = procfs::sample("self")?;
+    let mut args = vec![
+        format!("--kube-api-qps={}", s.qps),
+        format!("--kube-api-burst={}", s.burst),
+    ];
+    args.extend(s.extra_args.iter().cloned());
+    // Production's level: debug logging would cost acrpull CPU the product does not spend.
+    let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+    env.extend(s.extra_env.iter().cloned());
     let opts = AcrpullOptions {
-        args: vec![
-            format!("--kube-api-qps={}", s.qps),
-            format!("--kube-api-burst={}", s.burst),
-        ],
-        // Production's level: debug logging would cost acrpull CPU the product does not spend.
-        env: vec![("RUST_LOG".into(), "info".into())],
+        args,
+        env,
         ..AcrpullOptions::default()
     };
     let kube0 = KubeCounts::take(&w.api, CONTROLLER_USER);
@@ -550,6 +558,8 @@ mod tests {
             qps: 50.0,
             burst: 100,
             steady: Duration::from_secs(15),
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 
