@@ -37,6 +37,8 @@ pub struct Args {
     pub acrpull_args: Vec<String>,
     /// Extra environment for acrpull (e.g. `MALLOC_ARENA_MAX=2`, to tell allocator from data).
     pub acrpull_env: Vec<(String, String)>,
+    /// Where to write acrpull's log of each scenario (`None`: not written).
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for Args {
@@ -58,6 +60,7 @@ impl Default for Args {
             steady: Duration::from_secs(15),
             acrpull_args: Vec::new(),
             acrpull_env: Vec::new(),
+            log_dir: None,
         }
     }
 }
@@ -111,6 +114,7 @@ bench: acrpull's scale benchmark (run by scripts/bench.sh)
   --steady-secs S       steady-state window after convergence (default 15)
   --acrpull-arg FLAG    extra flag for acrpull, e.g. --acrpull-arg=--workers=8; repeatable
   --acrpull-env K=V     extra environment variable for acrpull; repeatable
+  --log-dir DIR         write acrpull's log of each scenario to DIR/<scenario>.log
 ";
 
 /// What the command line asks for.
@@ -157,7 +161,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
 }
 
 /// Flags that take a value.
-const FLAGS: [&str; 14] = [
+const FLAGS: [&str; 15] = [
+    "log-dir",
     "acrpull-arg",
     "acrpull-env",
     "acrpull",
@@ -182,6 +187,7 @@ fn apply(out: &mut Args, flag: &'static str, value: String) -> Result<(), ArgErr
     let count = |value: &str| value.trim().replace('_', "").parse::<usize>();
     match flag {
         "acrpull" => out.acrpull = PathBuf::from(value),
+        "log-dir" => out.log_dir = Some(PathBuf::from(value)),
         "sizes" => {
             out.sizes = value
                 .split(',')

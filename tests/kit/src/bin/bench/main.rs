@@ -39,6 +39,7 @@ fn plan(a: &Args) -> Vec<(Kind, Scenario)> {
         steady: a.steady,
         extra_args: a.acrpull_args.clone(),
         extra_env: a.acrpull_env.clone(),
+        log_dir: a.log_dir.clone(),
     };
     let mut out: Vec<(Kind, Scenario)> = a.sizes.iter().map(|&n| (Kind::Plain, base(n))).collect();
     if a.unrelated > 0 {

@@ -2,7 +2,7 @@
 //! start to every binding Ready, through a steady-state window and (optionally) one refresh cycle.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -52,6 +52,8 @@ pub struct Scenario {
     pub extra_args: Vec<String>,
     /// Extra environment for acrpull.
     pub extra_env: Vec<(String, String)>,
+    /// Where to write acrpull's log at the end (`<dir>/<name>.log`).
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Scenario {
@@ -520,6 +522,14 @@ pub fn run(s: &Scenario, acrpull: &Path) -> Result<Outcome, ScenarioError> {
         }
         _ => (None, None),
     };
+    if let Some(dir) = &s.log_dir {
+        let file = dir.join(format!("{}.log", s.name.replace([' ', '/', '+'], "_")));
+        let written =
+            std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, run.p.log.text()));
+        if let Err(e) = written {
+            eprintln!("    cannot write {}: {e}", file.display());
+        }
+    }
     let missing_references = run.missing_references();
     let at_end = run.sample()?;
     let bench = procfs::sample("self")?;
@@ -560,6 +570,7 @@ mod tests {
             steady: Duration::from_secs(15),
             extra_args: Vec::new(),
             extra_env: Vec::new(),
+            log_dir: None,
         }
     }
 
