@@ -46,6 +46,15 @@ impl KubeCounts {
         }
     }
 
+    /// Counts given directly, for tests of what reads them.
+    #[cfg(test)]
+    pub fn of(pairs: &[((&'static str, &'static str), usize)]) -> KubeCounts {
+        KubeCounts {
+            by_verb: pairs.iter().copied().collect(),
+            total: pairs.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
     /// What happened between `earlier` and this snapshot.
     pub fn since(&self, earlier: &KubeCounts) -> KubeCounts {
         let by_verb = self
@@ -63,6 +72,11 @@ impl KubeCounts {
     /// Requests that read (gets, lists and watches), Events excluded.
     pub fn reads(&self) -> usize {
         self.sum(|verb, res| READ_VERBS.contains(&verb) && res != "events")
+    }
+
+    /// Single-object GETs: reads beyond the watches' lists.
+    pub fn gets(&self) -> usize {
+        self.sum(|verb, _| verb == "get")
     }
 
     /// Requests that write anything but Events.
@@ -225,6 +239,7 @@ mod tests {
             (("patch", "events"), 13),
         ]);
         assert_eq!(c.reads(), 5);
+        assert_eq!(c.gets(), 3);
         assert_eq!(c.writes(), 12);
         assert_eq!(c.event_writes(), 24);
         assert_eq!(c.total(), 41);
