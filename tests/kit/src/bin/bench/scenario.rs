@@ -16,8 +16,11 @@ use acrpull_testkit::world::{
 use crate::counts::{AzureCounts, KubeCounts};
 use crate::procfs::{self, ProcError, Sample};
 
-/// How often readiness is polled: coarse enough not to load the emulator at 50 000 bindings.
+/// How often readiness is polled at least; each poll reads every pending binding under the
+/// emulator's one lock, so large runs poll less often (see [`poll_interval`]).
 const POLL: Duration = Duration::from_millis(500);
+/// Poll spacing per binding: 50 000 bindings are read every 2.5 s, not every 0.5 s.
+const POLL_PER_BINDING: Duration = Duration::from_micros(50);
 /// How often progress is printed while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// The scope every binding asks for; one scope keeps "distinct inputs" = identities × registries.
@@ -268,6 +271,11 @@ fn progress_every(done: usize, of: usize, what: &str) {
     }
 }
 
+/// The spacing of readiness polls for `bindings` bindings.
+fn poll_interval(bindings: usize) -> Duration {
+    POLL.max(POLL_PER_BINDING * bindings as u32)
+}
+
 /// A binding's status when it is Ready (a token written, no error): its last refresh time.
 fn ready_refresh_time(b: &Value) -> Option<String> {
     let st = &b["status"];
@@ -392,7 +400,7 @@ impl Run<'_> {
                     self.w.api.count_by_user(CONTROLLER_USER)
                 );
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll_interval(pending.len()));
         }
     }
 
@@ -604,6 +612,12 @@ mod tests {
             refresh_lifetime(0, 50.0, Duration::from_secs(15)),
             Duration::from_secs(180)
         );
+    }
+
+    #[test]
+    fn large_runs_poll_less_often() {
+        assert_eq!(poll_interval(1000), POLL);
+        assert_eq!(poll_interval(50_000), Duration::from_millis(2500));
     }
 
     #[test]
