@@ -204,7 +204,7 @@ pub fn table(o: &Outcome, hz: u64) -> String {
         format!("{:.2} s", secs(o.bench_creation_ticks, hz)),
         String::new(),
         format!(
-            "{} peak; fill took {:.1} s",
+            "{} peak over the whole bench run so far; fill took {:.1} s",
             mib(o.bench.hwm_kib),
             o.setup.as_secs_f64()
         ),
