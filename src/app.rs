@@ -8,7 +8,7 @@ use crate::azure::http::ConnectTo;
 use crate::azure::{HttpClients, HttpConfig};
 use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 use crate::cli::{Config, EntraAudience};
-use crate::controller::{Controller, Observability, Settings};
+use crate::controller::{Controller, EventSink, Observability, Settings};
 use crate::events::{EventRecorder, RecorderConfig};
 use crate::health::Health;
 use crate::kube;
@@ -64,6 +64,11 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Events get their own client-side rate limit, so a burst of them never delays real work.
+const EVENT_QPS: f64 = 5.0;
+/// Burst of the Events client.
+const EVENT_BURST: u32 = 25;
+
 /// Runs the controller until SIGTERM or SIGINT.
 pub fn run(cfg: &Config) -> Result<(), StartError> {
     // Before any thread exists, so every thread inherits the blocked mask.
@@ -114,10 +119,21 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         None => None,
     };
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "acrpull".into());
+    let recorder = Arc::new(Mutex::new(EventRecorder::new(
+        &instance,
+        RecorderConfig::default(),
+    )));
+    let mut events_cfg = kube_cfg.clone();
+    events_cfg.qps = EVENT_QPS;
+    events_cfg.burst = EVENT_BURST;
+    let events_client = kube::Client::new(&events_cfg).map_err(StartError::Kube)?;
+    let event_sink =
+        EventSink::start(events_client, Arc::clone(&recorder)).map_err(StartError::Io)?;
     let obs = Arc::new(Observability {
         metrics: Arc::clone(&metrics),
         health,
-        events: Mutex::new(EventRecorder::new(&instance, RecorderConfig::default())),
+        events: recorder,
+        event_sink,
     });
     let leader = if cfg.leader_elect {
         Some(Arc::new(start_election(cfg, &kube_cfg, &metrics)?))

@@ -32,14 +32,72 @@ pub struct Observability {
     /// Liveness and readiness.
     pub health: Arc<Health>,
     /// Event de-duplication state.
-    pub events: Mutex<EventRecorder>,
+    pub events: Arc<Mutex<EventRecorder>>,
+    /// Where Event writes go; see [`EventSink`].
+    pub event_sink: EventSink,
+}
+
+/// How many Event writes may wait for the sender before new ones are dropped.
+const EVENT_QUEUE: usize = 4096;
+
+/// Sends Event writes from a thread of its own, through a client with its own rate limit, as
+/// client-go's event broadcaster does: Events are best effort, so they never slow the writes
+/// that matter (finalizer, Secret, ServiceAccount, status) nor block a worker, and a burst of
+/// them is dropped rather than queued without bound.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::SyncSender<EventWrite>,
+}
+
+impl EventSink {
+    /// Starts the sender thread with `client` (give it its own, low rate limit).
+    pub fn start(
+        client: Client,
+        recorder: Arc<Mutex<EventRecorder>>,
+    ) -> std::io::Result<EventSink> {
+        let (tx, rx) = mpsc::sync_channel::<EventWrite>(EVENT_QUEUE);
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || {
+                for w in rx {
+                    send_event(&client, &recorder, &w);
+                }
+            })?;
+        Ok(EventSink { tx })
+    }
+
+    fn send(&self, w: EventWrite, recorder: &Mutex<EventRecorder>) {
+        if let Err(e) = self.tx.try_send(w) {
+            let w = match e {
+                mpsc::TrySendError::Full(w) | mpsc::TrySendError::Disconnected(w) => w,
+            };
+            log::debug!(
+                "event {}/{} dropped: the event queue is full",
+                w.namespace(),
+                w.name()
+            );
+            recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget(w.namespace(), w.name());
+        }
+    }
 }
 
 /// Every binding is reconciled at least this often, as a safety net against a missed event.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30 * 60);
 /// Refreshes of bindings that share one token would all fall due in the same second; each is
-/// pushed back by a random share of this, so they reach the API server spread out.
+/// pushed back by a random share of this, so they reach the API server spread out. The share is
+/// also bounded by a twentieth of the time left until the refresh, so a short-lived token is never
+/// pushed past its expiry.
 pub const REFRESH_JITTER: Duration = Duration::from_secs(60);
+
+/// The random delay added to a refresh due at `at`: up to [`REFRESH_JITTER`], at most 5 % of the
+/// time until then.
+fn refresh_jitter(at: Instant, unit: f64) -> Duration {
+    let bound = REFRESH_JITTER.min(at.saturating_duration_since(Instant::now()) / 20);
+    bound.mul_f64(unit.clamp(0.0, 1.0))
+}
 
 /// Which watch an event came from.
 #[derive(Clone, Copy, Debug)]
@@ -124,11 +182,13 @@ impl Controller {
                 ListParams::default(),
             ),
         ];
+        let listed = Arc::new(Listed::default());
         for (feed, res, params) in feeds {
             let (tx, rx) = mpsc::channel();
             if let Feed::Bindings(_) = feed {
                 obs.health.track_kind(feed.kind());
             }
+            let listed_by_watch = Arc::clone(&listed);
             let heartbeat = obs.health.register_watch(feed.name());
             let health = Arc::clone(&obs.health);
             let observer = move |missing: bool| {
@@ -136,6 +196,7 @@ impl Controller {
                 if missing {
                     if let Feed::Bindings(_) = feed {
                         health.mark_absent(feed.kind());
+                        listed_by_watch.mark(feed.kind());
                     }
                 }
             };
@@ -150,9 +211,10 @@ impl Controller {
             let store = Arc::clone(&store);
             let queue = Arc::clone(&queue);
             let obs = Arc::clone(&obs);
+            let listed = Arc::clone(&listed);
             std::thread::Builder::new()
                 .name(format!("dispatch {}", feed.name()))
-                .spawn(move || dispatch(feed, rx, &store, &queue, &obs))?;
+                .spawn(move || dispatch(feed, rx, &store, &queue, &obs, &listed))?;
         }
         let failures: Arc<Failures> = Arc::default();
         for i in 0..settings.workers {
@@ -160,7 +222,6 @@ impl Controller {
             let queue = Arc::clone(&queue);
             let failures = Arc::clone(&failures);
             let obs = Arc::clone(&obs);
-            let client = client.clone();
             let leader = settings.leader.clone();
             let stop = Arc::clone(&stop);
             workers.push(
@@ -178,7 +239,6 @@ impl Controller {
                             queue: &queue,
                             failures: &failures,
                             obs: &obs,
-                            client: &client,
                         };
                         w.run(i)
                     })?,
@@ -189,10 +249,9 @@ impl Controller {
             let queue = Arc::clone(&queue);
             let stop = Arc::clone(&stop);
             let obs = Arc::clone(&obs);
-            let client = client.clone();
             std::thread::Builder::new()
                 .name("resync".into())
-                .spawn(move || resync(&store, &queue, &stop, &obs, &client))?;
+                .spawn(move || resync(&store, &queue, &stop, &obs))?;
         }
         Ok(Controller {
             queue,
@@ -228,15 +287,63 @@ impl Controller {
     }
 }
 
+/// How long the Secret and ServiceAccount watches wait for the binding lists before starting
+/// anyway (a binding CRD that answers neither a list nor a 404 must not stall everything).
+const BINDINGS_FIRST_WAIT: Duration = Duration::from_secs(30);
+
+/// Which feeds have listed once (or found their resource missing).
+#[derive(Default)]
+struct Listed {
+    kinds: Mutex<std::collections::BTreeSet<&'static str>>,
+    changed: std::sync::Condvar,
+}
+
+impl Listed {
+    fn mark(&self, kind: &'static str) {
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every kind in `kinds` has listed, or `timeout` passes.
+    fn wait(&self, kinds: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut done = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        while !kinds.iter().all(|k| done.contains(k)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!(
+                    "binding lists still incomplete; watching Secrets and ServiceAccounts anyway"
+                );
+                return;
+            }
+            done = self
+                .changed
+                .wait_timeout(done, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 fn dispatch(
     feed: Feed,
     rx: mpsc::Receiver<WatchEvent>,
     store: &Mutex<Store>,
     queue: &WorkQueue<BindingKey>,
     obs: &Observability,
+    mark_listed: &Listed,
 ) {
     let mut listed = false;
     for event in rx {
+        if let (Feed::ServiceAccounts, WatchEvent::Restarted(_), false) = (feed, &event, listed) {
+            // ServiceAccounts that no binding targets are dropped on arrival, so folding the
+            // first list before the bindings are known would drop them all and cost a GET per
+            // binding afterwards.
+            mark_listed.wait(&["v1beta2", "v1beta1"], BINDINGS_FIRST_WAIT);
+        }
         let keys = {
             let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
             apply(feed, &mut s, &event)
@@ -252,6 +359,7 @@ fn dispatch(
             if let Feed::Bindings(_) = feed {
                 obs.health.mark_synced(feed.kind());
             }
+            mark_listed.mark(feed.kind());
         }
     }
 }
@@ -298,7 +406,6 @@ struct Worker<'a> {
     queue: &'a WorkQueue<BindingKey>,
     failures: &'a Failures,
     obs: &'a Observability,
-    client: &'a Client,
 }
 
 impl Worker<'_> {
@@ -350,8 +457,9 @@ impl Worker<'_> {
                     started.elapsed()
                 );
                 if let Some(at) = refresh_at {
-                    let jitter = REFRESH_JITTER.mul_f64(rng.next_f64());
-                    self.queue.add_at(key.clone(), instant_at(at) + jitter);
+                    let at = instant_at(at);
+                    self.queue
+                        .add_at(key.clone(), at + refresh_jitter(at, rng.next_f64()));
                 }
                 match (error, token_retry_at) {
                     // A token failure: the token gate owns the retry time, so passes triggered
@@ -416,7 +524,7 @@ impl Worker<'_> {
                 OffsetDateTime::now_utc(),
             );
         if let Some(w) = write {
-            send_event(self.client, &self.obs.events, &w);
+            self.obs.event_sink.send(w, &self.obs.events);
         }
     }
 }
@@ -457,7 +565,6 @@ fn resync(
     queue: &WorkQueue<BindingKey>,
     stop: &AtomicBool,
     obs: &Observability,
-    client: &Client,
 ) {
     let mut next = Instant::now() + RESYNC_PERIOD;
     let mut next_flush = Instant::now() + EVENT_FLUSH_PERIOD;
@@ -481,8 +588,8 @@ fn resync(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .flush(OffsetDateTime::now_utc());
-            for w in &writes {
-                send_event(client, &obs.events, w);
+            for w in writes {
+                obs.event_sink.send(w, &obs.events);
             }
         }
         if Instant::now() < next {

@@ -33,9 +33,9 @@ pub use write::{
 const V1BETA1_REFRESH_BUFFER: Duration = Duration::minutes(30);
 /// The earliest a refresh may be scheduled after `now`: a deadline ≤ now would spin.
 const MIN_REQUEUE: Duration = Duration::seconds(1);
-/// A minted token is kept at least this long, whatever its `exp` says: one that arrives already
-/// expired (a registry clock behind ours) would otherwise be re-minted by every pass, and every
-/// Secret write wakes the binding again.
+/// A minted token is kept at least this long (or half its lifetime, if that is shorter), whatever
+/// the refresh rule says: one that arrives already expired (a registry clock behind ours) would
+/// otherwise be re-minted by every pass, and every Secret write wakes the binding again.
 const MIN_TOKEN_AGE: Duration = Duration::seconds(30);
 
 /// Planner settings.
@@ -314,7 +314,13 @@ fn usable_times(
 /// When a token must be replaced: v1beta1 30 min before expiry; v1beta2 at the configured
 /// fraction of its lifetime. Arithmetic that cannot be represented means "now".
 fn refresh_boundary(version: ApiVersion, t: TokenTimes, fraction: f64) -> OffsetDateTime {
-    let earliest = t.issued.checked_add(MIN_TOKEN_AGE).unwrap_or(t.issued);
+    let lifetime = t.expires - t.issued;
+    let floor = if lifetime > Duration::ZERO {
+        MIN_TOKEN_AGE.min(lifetime / 2)
+    } else {
+        MIN_TOKEN_AGE
+    };
+    let earliest = t.issued.checked_add(floor).unwrap_or(t.issued);
     lifetime_boundary(version, t, fraction).max(earliest)
 }
 

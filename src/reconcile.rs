@@ -50,7 +50,8 @@ pub enum Outcome2 {
         refresh_at: Option<OffsetDateTime>,
         /// Writes made.
         writes: usize,
-        /// Whether a fresh token was written to the pull Secret.
+        /// Whether a fresh token was written to the pull Secret of a binding that was not ready
+        /// before (new, or failing): the moments worth a `TokenRefreshed` Event.
         secret_written: bool,
         /// The binding, for Events about it.
         regarding: Option<Regarding>,
@@ -309,10 +310,14 @@ impl Reconciler {
                 log::debug!("{key}: a write conflicted; observing again");
                 continue;
             }
-            let secret_written = p
-                .writes
-                .iter()
-                .any(|w| matches!(w, Write::CreateSecret { .. } | Write::ReplaceSecret { .. }));
+            // A routine refresh of a binding that was already fine is not news: only the first
+            // token and a recovery from an error are worth an Event (and its API write).
+            let was_ready = obs.binding.status.error.is_none()
+                && obs.binding.status.token_expiration_time.is_some();
+            let secret_written = !was_ready
+                && p.writes
+                    .iter()
+                    .any(|w| matches!(w, Write::CreateSecret { .. } | Write::ReplaceSecret { .. }));
             let m = &obs.binding.meta;
             let regarding = Regarding {
                 api_version: obs.binding.version.api_version().to_string(),

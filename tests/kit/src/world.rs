@@ -351,18 +351,30 @@ impl World {
         self.api.remove_token(old);
     }
 
-    /// Every write (create, update, patch, delete) the controller's user made, oldest first.
+    /// Every write (create, update, patch, delete) the controller's user made to an object,
+    /// oldest first. Events are left out: they are best-effort notes sent from their own thread,
+    /// whenever it gets to them (see `controller_event_writes`).
     pub fn controller_writes(&self) -> Vec<crate::kube::LoggedRequest> {
         self.api
             .request_log()
             .into_iter()
-            .filter(|r| r.user == CONTROLLER_USER)
+            .filter(|r| r.user == CONTROLLER_USER && r.resource != "events")
             .filter(|r| {
                 matches!(
                     r.verb.as_str(),
                     "create" | "update" | "patch" | "delete" | "deletecollection"
                 )
             })
+            .collect()
+    }
+
+    /// Every Event the controller's user wrote, oldest first.
+    pub fn controller_event_writes(&self) -> Vec<crate::kube::LoggedRequest> {
+        self.api
+            .request_log()
+            .into_iter()
+            .filter(|r| r.user == CONTROLLER_USER && r.resource == "events")
+            .filter(|r| matches!(r.verb.as_str(), "create" | "patch"))
             .collect()
     }
 
