@@ -9,6 +9,8 @@ pub mod azure;
 pub mod binding;
 pub mod cli;
 pub mod controller;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod kube;
 pub mod names;
