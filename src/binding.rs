@@ -11,6 +11,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
+use crate::azure::imds::ManagedIdentity;
 use crate::names;
 
 mod spec;
@@ -74,6 +75,10 @@ pub struct V1beta1Defaults {
     pub resource_id: String,
     /// `ARM_RESOURCE` (empty = `https://management.azure.com/`).
     pub arm_resource: String,
+    /// `--entra-audience=acr`: tokens are asked for the registry audience. Not a v1beta1 default
+    /// as such, but decoding needs it for the inputs hash of both versions (appended only when
+    /// set, so upstream's hash is kept otherwise).
+    pub acr_audience: bool,
 }
 
 /// Object metadata we act on.
@@ -106,6 +111,27 @@ pub struct Status {
     pub token_expiration_time: Option<OffsetDateTime>,
     /// The current error, `None` when empty or absent.
     pub error: Option<String>,
+    /// `status.conditions` as observed (ours: `Ready`, `TokenValid`).
+    pub conditions: Vec<Condition>,
+    /// `status.observedGeneration` as observed.
+    pub observed_generation: Option<i64>,
+}
+
+/// One entry of `status.conditions`, as Kubernetes' `metav1.Condition` has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// `Ready` or `TokenValid`.
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When `status` last changed, RFC 3339 as written.
+    pub last_transition_time: String,
+    /// The generation the condition was computed for.
+    pub observed_generation: Option<i64>,
 }
 
 /// Air-gapped cloud endpoints (`spec.acr.cloudConfig`).
@@ -182,6 +208,17 @@ pub enum Identity {
         /// Explicit tenant ID (else the SA annotation).
         tenant_id: Option<String>,
     },
+    /// Cross-tenant: the node identity's token for `api://AzureADTokenExchange` is the client
+    /// assertion of an application in another tenant
+    /// (`spec.auth.managedIdentity.federatedApplication`).
+    FederatedApplication {
+        /// The node identity whose token is the assertion.
+        managed: ManagedIdentity,
+        /// The application's tenant.
+        tenant_id: String,
+        /// The application (client) ID.
+        client_id: String,
+    },
 }
 
 /// A valid, resolved spec.
@@ -257,7 +294,7 @@ impl Binding {
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD_BYTES)
                     .map(str::to_string);
-                (decode_v1beta2(spec_value), target)
+                (decode_v1beta2(spec_value, defaults.acr_audience), target)
             }
         };
         Ok(Binding {
@@ -490,7 +527,31 @@ fn decode_status(status: Option<&Value>) -> Status {
         last_token_refresh_time: get("lastTokenRefreshTime").and_then(parse_time),
         token_expiration_time: get("tokenExpirationTime").and_then(parse_time),
         error: get("error").filter(|e| !e.is_empty()).map(str::to_string),
+        conditions: status
+            .and_then(|s| s.get("conditions"))
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(decode_condition).collect())
+            .unwrap_or_default(),
+        observed_generation: status
+            .and_then(|s| s.get("observedGeneration"))
+            .and_then(Value::as_i64),
     }
+}
+
+fn decode_condition(c: &Value) -> Option<Condition> {
+    let text = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(MAX_FIELD_BYTES).collect::<String>())
+    };
+    Some(Condition {
+        type_: text("type")?,
+        status: text("status").unwrap_or_default(),
+        reason: text("reason").unwrap_or_default(),
+        message: text("message").unwrap_or_default(),
+        last_transition_time: text("lastTransitionTime").unwrap_or_default(),
+        observed_generation: c.get("observedGeneration").and_then(Value::as_i64),
+    })
 }
 
 #[cfg(test)]
@@ -771,5 +832,93 @@ mod tests {
     fn times_format_as_utc_seconds() {
         let t = parse_time("2006-01-02T17:04:05.75+02:00").unwrap();
         assert_eq!(format_time(t), "2006-01-02T15:04:05Z");
+    }
+
+    fn v2_with(spec: Value, acr_audience: bool) -> Binding {
+        let obj = json!({"apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
+                         "metadata": meta(), "spec": spec});
+        let d = V1beta1Defaults {
+            acr_audience,
+            ..V1beta1Defaults::default()
+        };
+        Binding::decode(ApiVersion::V1beta2, &obj, &d).unwrap()
+    }
+
+    #[test]
+    fn federated_application_wraps_the_node_identity_and_changes_the_hash() {
+        let plain = v2(v2_spec(
+            json!({"managedIdentity": {"clientID": "client-id"}}),
+        ))
+        .spec
+        .unwrap();
+        let fed = v2(v2_spec(json!({"managedIdentity": {"clientID": "client-id",
+            "federatedApplication": {"tenantID": "t2", "clientID": "app"}}})))
+        .spec
+        .unwrap();
+        assert_eq!(
+            fed.identity,
+            Identity::FederatedApplication {
+                managed: ManagedIdentity::ClientId("client-id".into()),
+                tenant_id: "t2".into(),
+                client_id: "app".into(),
+            }
+        );
+        assert_ne!(fed.inputs_hash, plain.inputs_hash);
+        let other_app = v2(v2_spec(json!({"managedIdentity": {"clientID": "client-id",
+            "federatedApplication": {"tenantID": "t2", "clientID": "app2"}}})))
+        .spec
+        .unwrap();
+        assert_ne!(other_app.inputs_hash, fed.inputs_hash);
+    }
+
+    #[test]
+    fn federated_application_needs_both_ids() {
+        let b = v2(v2_spec(json!({"managedIdentity": {"resourceID": "r",
+            "federatedApplication": {"tenantID": "t2"}}})));
+        assert_eq!(
+            b.spec,
+            Err(SpecError::Missing {
+                field: "spec.auth.managedIdentity.federatedApplication.clientID".into()
+            })
+        );
+    }
+
+    #[test]
+    fn acr_audience_mode_changes_the_hash_of_both_versions_and_arm_mode_keeps_upstreams() {
+        let spec = v2_spec(json!({"managedIdentity": {"clientID": "client-id"}}));
+        let arm = v2_with(spec.clone(), false).spec.unwrap();
+        assert_eq!(
+            arm.inputs_hash,
+            "bznn8knczhrdktghbm88h4ock013v94i8e8cslwlrob"
+        );
+        let acr = v2_with(spec, true).spec.unwrap();
+        assert_ne!(acr.inputs_hash, arm.inputs_hash);
+
+        let obj = json!({"apiVersion": "msi-acrpull.microsoft.com/v1beta1", "kind": "AcrPullBinding",
+                         "metadata": meta(), "spec": {"acrServer": "", "scope": ""}});
+        let d = V1beta1Defaults {
+            acr_audience: true,
+            ..defaults()
+        };
+        let v1_acr = Binding::decode(ApiVersion::V1beta1, &obj, &d)
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_ne!(
+            v1_acr.inputs_hash,
+            "2wucoufm4eqegr6z5nmg00bvmwguubf86kfxk6yir9pw"
+        );
+    }
+
+    #[test]
+    fn cloud_config_changes_re_mint() {
+        let air = |host: &str| {
+            let mut spec = v2_spec(json!({"managedIdentity": {"clientID": "c"}}));
+            spec["acr"]["environment"] = json!("AirgappedCloud");
+            spec["acr"]["cloudConfig"] =
+                json!({"entraAuthorityHost": host, "resourceManagerAudience": "https://arm.air"});
+            v2(spec).spec.unwrap().inputs_hash
+        };
+        assert_ne!(air("https://login.a/"), air("https://login.b/"));
     }
 }

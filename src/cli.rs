@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::binding::ApiVersion;
+
 /// Which audience Entra and IMDS tokens are requested for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntraAudience {
@@ -128,6 +130,10 @@ pub enum Command {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// `acrpull check`: run one binding's token flow and report each step.
+    Check(Box<CheckArgs>),
+    /// `acrpull check --help`.
+    CheckHelp,
 }
 
 /// A command line that cannot be run; the process exits 2.
@@ -148,6 +154,8 @@ pub enum UsageError {
     },
     /// A positional argument where none is accepted.
     UnexpectedArgument(String),
+    /// `acrpull check` flags that do not name one binding.
+    CheckTarget(&'static str),
 }
 
 impl fmt::Display for UsageError {
@@ -164,6 +172,7 @@ impl fmt::Display for UsageError {
                 "invalid value {value:?} for --{flag}: expected {expected}"
             ),
             UsageError::UnexpectedArgument(a) => write!(f, "unexpected argument: {a}"),
+            UsageError::CheckTarget(why) => write!(f, "check: {why}"),
         }
     }
 }
@@ -201,7 +210,8 @@ const FLAGS: &[(&str, bool, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "acrpull: keeps Azure Container Registry pull secrets fresh for AcrPullBinding objects.\n\n\
-         Usage: acrpull [flags]\n       acrpull --version\n\nFlags:\n",
+         Usage: acrpull [flags]\n       acrpull check [flags]   (diagnose one binding; see acrpull check --help)\n       \
+         acrpull --version\n\nFlags:\n",
     );
     for (name, boolean, help) in FLAGS {
         let arg = if *boolean { "" } else { " <value>" };
@@ -240,9 +250,12 @@ where
         cfg.imds_endpoint = host;
     }
     let mut imds_from_flag = None;
-    let mut args = args.into_iter().map(Into::into);
+    let mut args = args.into_iter().map(Into::into).peekable();
+    let check = args.next_if(|a| a == "check").is_some();
+    let mut check_flags = CheckFlags::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "-h" | "-help" | "--help" if check => return Ok(Command::CheckHelp),
             "-h" | "-help" | "--help" => return Ok(Command::Help),
             "-version" | "--version" | "-V" => return Ok(Command::Version),
             _ => {}
@@ -255,8 +268,14 @@ where
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        let Some((_, boolean, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
-            return Err(UsageError::UnknownFlag(arg));
+        let check_flag = check && CHECK_FLAGS.iter().any(|(n, _)| *n == name);
+        let boolean = if check_flag {
+            &false
+        } else {
+            let Some((_, boolean, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
+                return Err(UsageError::UnknownFlag(arg));
+            };
+            boolean
         };
         let value = if *boolean {
             inline.unwrap_or_else(|| "true".into())
@@ -268,10 +287,17 @@ where
                     .ok_or_else(|| UsageError::MissingValue(name.clone()))?,
             }
         };
-        apply(&mut cfg, &name, value, &mut imds_from_flag)?;
+        if check_flag {
+            check_flags.apply(&name, value)?;
+        } else {
+            apply(&mut cfg, &name, value, &mut imds_from_flag)?;
+        }
     }
     if let Some(v) = imds_from_flag {
         cfg.imds_endpoint = v;
+    }
+    if check {
+        return Ok(Command::Check(Box::new(check_flags.finish(cfg)?)));
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -426,6 +452,230 @@ fn apply(
         _ => return Err(UsageError::UnknownFlag(format!("--{name}"))),
     }
     Ok(())
+}
+
+// ---- `acrpull check` ----
+
+/// How `acrpull check` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One block per step, for people.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+/// A binding described on the command line instead of read from the cluster (always v1beta2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagBinding {
+    /// `--registry`: the server as a binding would name it.
+    pub registry: String,
+    /// `--scope`: space-separated registry scopes.
+    pub scope: String,
+    /// `--client-id`: a user-assigned identity by client ID.
+    pub client_id: Option<String>,
+    /// `--resource-id`: a user-assigned identity by ARM resource ID.
+    pub resource_id: Option<String>,
+    /// `--environment`: the cloud (default `PublicCloud`).
+    pub environment: String,
+}
+
+/// Which binding `acrpull check` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckTarget {
+    /// Read from the cluster.
+    Cluster {
+        /// `--namespace` (default `default`).
+        namespace: String,
+        /// `--name`.
+        name: String,
+        /// `--kind` (default v1beta2).
+        version: ApiVersion,
+    },
+    /// Given by flags.
+    Flags(FlagBinding),
+}
+
+/// Everything `acrpull check` needs: the controller's global flags plus the binding to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckArgs {
+    /// Global flags (`--kubeconfig`, `--imds-endpoint`, `--connect-to`, allow-list, audience…).
+    pub config: Config,
+    /// The binding.
+    pub target: CheckTarget,
+    /// `--output`.
+    pub output: OutputFormat,
+}
+
+/// `acrpull check`'s own flags with their help text; every flag takes a value.
+const CHECK_FLAGS: &[(&str, &str)] = &[
+    ("namespace", "namespace of the binding to read from the cluster (default \"default\")"),
+    ("name", "name of the binding to read from the cluster"),
+    ("kind", "API version of that binding: v1beta2 (acrpull.microsoft.com) or v1beta1 (msi-acrpull.microsoft.com) (default v1beta2)"),
+    ("registry", "check this registry instead of a cluster binding, e.g. myregistry.azurecr.io"),
+    ("scope", "with --registry: registry scopes, e.g. \"repository:app:pull\""),
+    ("client-id", "with --registry: user-assigned identity by client ID (default: the node's system-assigned identity)"),
+    ("resource-id", "with --registry: user-assigned identity by ARM resource ID"),
+    ("environment", "with --registry: PublicCloud, USGovernmentCloud or ChinaCloud (default PublicCloud)"),
+    ("output", "text or json (default text)"),
+];
+
+/// The controller flags that matter to `acrpull check` (the others are accepted and ignored).
+const CHECK_GLOBAL_FLAGS: [&str; 7] = [
+    "kubeconfig",
+    "imds-endpoint",
+    "connect-to",
+    "entra-audience",
+    "allowed-acr-server-suffixes",
+    "authority-host",
+    "service-account-token-audience",
+];
+
+/// `acrpull check`'s flags as given, before they are checked to name exactly one binding.
+#[derive(Debug, Default)]
+struct CheckFlags {
+    namespace: Option<String>,
+    name: Option<String>,
+    kind: Option<ApiVersion>,
+    registry: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    resource_id: Option<String>,
+    environment: Option<String>,
+    output: Option<OutputFormat>,
+}
+
+impl CheckFlags {
+    fn apply(&mut self, name: &str, v: String) -> Result<(), UsageError> {
+        let non_empty = |v: String| {
+            if v.trim().is_empty() {
+                Err(invalid(name, &v, "a non-empty value"))
+            } else {
+                Ok(v.trim().to_string())
+            }
+        };
+        match name {
+            "namespace" => self.namespace = Some(non_empty(v)?),
+            "name" => self.name = Some(non_empty(v)?),
+            "kind" => {
+                self.kind = Some(match v.as_str() {
+                    "v1beta2" | "acrpull.microsoft.com/v1beta2" => ApiVersion::V1beta2,
+                    "v1beta1" | "msi-acrpull.microsoft.com/v1beta1" => ApiVersion::V1beta1,
+                    _ => return Err(invalid(name, &v, "v1beta2 or v1beta1")),
+                })
+            }
+            "registry" => self.registry = Some(non_empty(v)?),
+            "scope" => self.scope = Some(non_empty(v)?),
+            "client-id" => self.client_id = Some(non_empty(v)?),
+            "resource-id" => self.resource_id = Some(non_empty(v)?),
+            "environment" => {
+                if !matches!(
+                    v.as_str(),
+                    "PublicCloud" | "USGovernmentCloud" | "ChinaCloud"
+                ) {
+                    return Err(invalid(
+                        name,
+                        &v,
+                        "PublicCloud, USGovernmentCloud or ChinaCloud",
+                    ));
+                }
+                self.environment = Some(v)
+            }
+            "output" => {
+                self.output = Some(match v.as_str() {
+                    "text" => OutputFormat::Text,
+                    "json" => OutputFormat::Json,
+                    _ => return Err(invalid(name, &v, "text or json")),
+                })
+            }
+            _ => return Err(UsageError::UnknownFlag(format!("--{name}"))),
+        }
+        Ok(())
+    }
+
+    /// Checks that the flags name exactly one binding, from the cluster or from the flags.
+    fn finish(self, config: Config) -> Result<CheckArgs, UsageError> {
+        let output = self.output.unwrap_or(OutputFormat::Text);
+        let given = self.scope.is_some()
+            || self.client_id.is_some()
+            || self.resource_id.is_some()
+            || self.environment.is_some();
+        let target = match (self.name, self.registry) {
+            (Some(_), Some(_)) => {
+                return Err(UsageError::CheckTarget(
+                    "--name reads a binding from the cluster; it cannot be combined with --registry",
+                ))
+            }
+            (None, None) => {
+                return Err(UsageError::CheckTarget(
+                    "name a binding with --name (and --namespace), or describe one with --registry and --scope",
+                ))
+            }
+            (Some(_), None) if given => {
+                return Err(UsageError::CheckTarget(
+                    "--scope, --client-id, --resource-id and --environment describe a binding given by --registry",
+                ))
+            }
+            (Some(name), None) => CheckTarget::Cluster {
+                namespace: self.namespace.unwrap_or_else(|| "default".into()),
+                name,
+                version: self.kind.unwrap_or(ApiVersion::V1beta2),
+            },
+            (None, Some(_)) if self.namespace.is_some() || self.kind.is_some() => {
+                return Err(UsageError::CheckTarget(
+                    "--namespace and --kind go with --name, not --registry",
+                ))
+            }
+            (None, Some(registry)) => {
+                if self.client_id.is_some() && self.resource_id.is_some() {
+                    return Err(UsageError::CheckTarget(
+                        "--client-id and --resource-id cannot be combined",
+                    ));
+                }
+                let Some(scope) = self.scope else {
+                    return Err(UsageError::CheckTarget("--registry needs --scope"));
+                };
+                CheckTarget::Flags(FlagBinding {
+                    registry,
+                    scope,
+                    client_id: self.client_id,
+                    resource_id: self.resource_id,
+                    environment: self.environment.unwrap_or_else(|| "PublicCloud".into()),
+                })
+            }
+        };
+        Ok(CheckArgs {
+            config,
+            target,
+            output,
+        })
+    }
+}
+
+/// The `acrpull check --help` text.
+pub fn check_usage() -> String {
+    let mut s = String::from(
+        "acrpull check: runs the token flow of one AcrPullBinding step by step and reports each step\n\
+         (identity, Entra token audience and expiry, registry token expiry and granted access) without\n\
+         ever printing a token. Exit code 0 when every step works, 1 when one fails, 2 on bad flags.\n\n\
+         Usage: acrpull check --name <binding> [--namespace <ns>] [--kind v1beta2|v1beta1] [flags]\n       \
+         acrpull check --registry <server> --scope <scope> [--client-id <id> | --resource-id <id>] [flags]\n\n\
+         Flags:\n",
+    );
+    for (name, help) in CHECK_FLAGS {
+        s.push_str(&format!("  --{name} <value>\n      {help}\n"));
+    }
+    s.push_str("\nController flags used by check (the others are accepted and ignored):\n");
+    for name in CHECK_GLOBAL_FLAGS {
+        if let Some((_, _, help)) = FLAGS.iter().find(|(n, _, _)| *n == name) {
+            s.push_str(&format!("  --{name} <value>\n      {help}\n"));
+        }
+    }
+    s.push_str(
+        "\nEnvironment: ACR_SERVER, MANAGED_IDENTITY_CLIENT_ID, MANAGED_IDENTITY_RESOURCE_ID and ARM_RESOURCE\n\
+         complete v1beta1 bindings as in the controller; SSL_CERT_FILE, HTTPS_PROXY and NO_PROXY apply.\n",
+    );
+    s
 }
 
 #[cfg(test)]
@@ -591,5 +841,151 @@ mod tests {
         }
         assert_eq!(parse(["--help"], &no_env), Ok(Command::Help));
         assert_eq!(parse(["--version"], &no_env), Ok(Command::Version));
+    }
+    fn check(args: &[&str]) -> Result<CheckArgs, UsageError> {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        match parse(all, &no_env)? {
+            Command::Check(c) => Ok(*c),
+            other => panic!("expected check, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_by_name_reads_a_v1beta2_binding_in_default_unless_told() {
+        let c = check(&["--name", "app"]).unwrap();
+        assert_eq!(
+            c.target,
+            CheckTarget::Cluster {
+                namespace: "default".into(),
+                name: "app".into(),
+                version: ApiVersion::V1beta2
+            }
+        );
+        assert_eq!(c.output, OutputFormat::Text);
+        let c = check(&[
+            "--name=app",
+            "--namespace=team",
+            "--kind=v1beta1",
+            "--output=json",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.target,
+            CheckTarget::Cluster {
+                namespace: "team".into(),
+                name: "app".into(),
+                version: ApiVersion::V1beta1
+            }
+        );
+        assert_eq!(c.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn check_by_flags_describes_a_binding_and_keeps_the_controller_flags() {
+        let c = check(&[
+            "--kubeconfig=/k",
+            "--metrics-bind-address=0",
+            "--imds-endpoint=http://127.0.0.1:9",
+            "--connect-to=*.azurecr.io=127.0.0.1:8443",
+            "--allowed-acr-server-suffixes=azurecr.io",
+            "--entra-audience=acr",
+            "--registry=r.azurecr.io",
+            "--scope",
+            "repository:app:pull",
+            "--resource-id=/subscriptions/s/id",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.target,
+            CheckTarget::Flags(FlagBinding {
+                registry: "r.azurecr.io".into(),
+                scope: "repository:app:pull".into(),
+                client_id: None,
+                resource_id: Some("/subscriptions/s/id".into()),
+                environment: "PublicCloud".into(),
+            })
+        );
+        assert_eq!(c.config.kubeconfig, Some(PathBuf::from("/k")));
+        assert_eq!(c.config.imds_endpoint, "http://127.0.0.1:9");
+        assert_eq!(c.config.entra_audience, EntraAudience::Acr);
+        assert_eq!(c.config.connect_to.len(), 1);
+        assert_eq!(
+            c.config.allowed_acr_server_suffixes,
+            Some(vec!["azurecr.io".into()])
+        );
+    }
+
+    #[test]
+    fn check_needs_exactly_one_binding() {
+        for bad in [
+            &[][..],
+            &["--name=a", "--registry=r.azurecr.io"][..],
+            &["--name=a", "--scope=repository:a:pull"][..],
+            &["--registry=r.azurecr.io"][..],
+            &["--registry=r.azurecr.io", "--scope=s", "--namespace=x"][..],
+            &[
+                "--registry=r.azurecr.io",
+                "--scope=s",
+                "--client-id=c",
+                "--resource-id=r",
+            ][..],
+        ] {
+            assert!(
+                matches!(check(bad), Err(UsageError::CheckTarget(_))),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn check_flag_values_are_validated() {
+        assert!(matches!(
+            check(&["--name=a", "--kind=v2"]),
+            Err(UsageError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            check(&["--registry=r", "--scope=s", "--environment=Mars"]),
+            Err(UsageError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            check(&["--name=a", "--output=yaml"]),
+            Err(UsageError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            check(&["--name="]),
+            Err(UsageError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn check_flags_belong_to_check_only() {
+        assert_eq!(
+            run(&["--name=a"]),
+            Err(UsageError::UnknownFlag("--name=a".into()))
+        );
+        assert!(matches!(
+            parse(["--leader-elect", "check"], &no_env),
+            Err(UsageError::UnexpectedArgument(_))
+        ));
+    }
+
+    #[test]
+    fn check_help_lists_its_flags_and_the_controller_flags_it_uses() {
+        assert_eq!(parse(["check", "--help"], &no_env), Ok(Command::CheckHelp));
+        let u = check_usage();
+        for (name, _) in CHECK_FLAGS {
+            assert!(
+                u.contains(&format!("--{name} ")),
+                "{name} missing from check help"
+            );
+        }
+        for name in CHECK_GLOBAL_FLAGS {
+            assert!(
+                u.contains(&format!("--{name} ")),
+                "{name} missing from check help"
+            );
+        }
+        assert!(usage().contains("acrpull check"));
     }
 }

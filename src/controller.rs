@@ -1,1 +1,500 @@
-//! Wiring: watchers feed the store and the queue, workers reconcile bindings.
+//! Wiring: watchers feed the store and the queue, workers reconcile bindings and schedule the next
+//! pass.
+//!
+//! Four watches run, each in its own thread: both binding kinds (label-selected by
+//! `--label-selector`), the Secrets carrying our label, and ServiceAccounts (of which the store keeps
+//! only those that matter). A dispatcher thread per watch folds its events into the store and
+//! queues the bindings they concern. Workers take keys from the queue, at most one worker per key.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::binding::ApiVersion;
+use crate::events::{EventRecorder, EventWrite, Reason, Regarding};
+use crate::health::Health;
+use crate::kube::backoff::Rng;
+use crate::kube::{watch, Client, ListParams, Resource, WatchEvent, WatchHandle};
+use crate::metrics::{Metrics, ReconcileResult};
+use crate::names::BINDING_LABEL;
+use crate::reconcile::{Outcome2, Reconciler};
+use crate::schedule::{FailureBackoff, WorkQueue};
+use crate::store::{BindingKey, Store};
+
+/// Metrics, probes and Events, shared by every thread.
+pub struct Observability {
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// Event de-duplication state.
+    pub events: Mutex<EventRecorder>,
+}
+
+/// Every binding is reconciled at least this often, as a safety net against a missed event.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(30 * 60);
+/// Refreshes of bindings that share one token would all fall due in the same second; each is
+/// pushed back by a random share of this, so they reach the API server spread out.
+pub const REFRESH_JITTER: Duration = Duration::from_secs(60);
+
+/// Which watch an event came from.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    Bindings(ApiVersion),
+    Secrets,
+    ServiceAccounts,
+}
+
+impl Feed {
+    fn name(self) -> &'static str {
+        match self {
+            Feed::Bindings(ApiVersion::V1beta2) => "v1beta2 AcrPullBindings",
+            Feed::Bindings(ApiVersion::V1beta1) => "v1beta1 AcrPullBindings",
+            Feed::Secrets => "pull Secrets",
+            Feed::ServiceAccounts => "ServiceAccounts",
+        }
+    }
+
+    /// The name readiness tracks a binding kind by, and metric label values.
+    fn kind(self) -> &'static str {
+        match self {
+            Feed::Bindings(ApiVersion::V1beta2) => "v1beta2",
+            Feed::Bindings(ApiVersion::V1beta1) => "v1beta1",
+            Feed::Secrets => "secrets",
+            Feed::ServiceAccounts => "serviceaccounts",
+        }
+    }
+}
+
+/// Settings of the running controller.
+pub struct Settings {
+    /// Label selector for both binding kinds (canonical form; empty = all).
+    pub label_selector: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Leader election, when enabled: workers start only once this replica leads.
+    pub leader: Option<Arc<crate::leader::ElectorHandle>>,
+}
+
+/// A running controller; `shutdown` stops it.
+pub struct Controller {
+    queue: Arc<WorkQueue<BindingKey>>,
+    stop: Arc<AtomicBool>,
+    watches: Vec<WatchHandle>,
+    workers: Vec<JoinHandle<()>>,
+    store: Arc<Mutex<Store>>,
+}
+
+impl Controller {
+    /// Starts the watches, dispatchers, workers and the resync timer.
+    pub fn start(
+        client: Client,
+        reconciler: Arc<Reconciler>,
+        obs: Arc<Observability>,
+        settings: &Settings,
+    ) -> std::io::Result<Controller> {
+        let queue: Arc<WorkQueue<BindingKey>> = Arc::new(WorkQueue::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let store = Arc::clone(&reconciler.store);
+        let mut watches = Vec::new();
+        let mut workers = Vec::new();
+        let selector = |s: &str| ListParams {
+            label_selector: (!s.is_empty()).then(|| s.to_string()),
+            ..ListParams::default()
+        };
+        let feeds = [
+            (
+                Feed::Bindings(ApiVersion::V1beta2),
+                Resource::ACR_PULL_BINDINGS_V1BETA2,
+                selector(&settings.label_selector),
+            ),
+            (
+                Feed::Bindings(ApiVersion::V1beta1),
+                Resource::ACR_PULL_BINDINGS_V1BETA1,
+                selector(&settings.label_selector),
+            ),
+            (Feed::Secrets, Resource::SECRETS, selector(BINDING_LABEL)),
+            (
+                Feed::ServiceAccounts,
+                Resource::SERVICE_ACCOUNTS,
+                ListParams::default(),
+            ),
+        ];
+        for (feed, res, params) in feeds {
+            let (tx, rx) = mpsc::channel();
+            if let Feed::Bindings(_) = feed {
+                obs.health.track_kind(feed.kind());
+            }
+            let heartbeat = obs.health.register_watch(feed.name());
+            let health = Arc::clone(&obs.health);
+            let observer = move |missing: bool| {
+                heartbeat.beat();
+                if missing {
+                    if let Feed::Bindings(_) = feed {
+                        health.mark_absent(feed.kind());
+                    }
+                }
+            };
+            watches.push(watch::spawn_observed(
+                feed.name(),
+                client.clone(),
+                res.path(None, None, None),
+                params,
+                tx,
+                Box::new(observer),
+            )?);
+            let store = Arc::clone(&store);
+            let queue = Arc::clone(&queue);
+            let obs = Arc::clone(&obs);
+            std::thread::Builder::new()
+                .name(format!("dispatch {}", feed.name()))
+                .spawn(move || dispatch(feed, rx, &store, &queue, &obs))?;
+        }
+        let failures: Arc<Failures> = Arc::default();
+        for i in 0..settings.workers {
+            let reconciler = Arc::clone(&reconciler);
+            let queue = Arc::clone(&queue);
+            let failures = Arc::clone(&failures);
+            let obs = Arc::clone(&obs);
+            let client = client.clone();
+            let leader = settings.leader.clone();
+            let stop = Arc::clone(&stop);
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("worker {i}"))
+                    .spawn(move || {
+                        // Followers keep their watches and queue warm but do no work.
+                        if let Some(l) = &leader {
+                            if !l.wait_until_leader(&stop) {
+                                return;
+                            }
+                        }
+                        let w = Worker {
+                            reconciler: &reconciler,
+                            queue: &queue,
+                            failures: &failures,
+                            obs: &obs,
+                            client: &client,
+                        };
+                        w.run(i)
+                    })?,
+            );
+        }
+        {
+            let store = Arc::clone(&store);
+            let queue = Arc::clone(&queue);
+            let stop = Arc::clone(&stop);
+            let obs = Arc::clone(&obs);
+            let client = client.clone();
+            std::thread::Builder::new()
+                .name("resync".into())
+                .spawn(move || resync(&store, &queue, &stop, &obs, &client))?;
+        }
+        Ok(Controller {
+            queue,
+            stop,
+            watches,
+            workers,
+            store,
+        })
+    }
+
+    /// The shared store (for probes and metrics).
+    pub fn store(&self) -> Arc<Mutex<Store>> {
+        Arc::clone(&self.store)
+    }
+
+    /// The work queue (for metrics).
+    pub fn queue(&self) -> Arc<WorkQueue<BindingKey>> {
+        Arc::clone(&self.queue)
+    }
+
+    /// Stops watching and lets in-flight reconciles finish, so no binding is left half-written.
+    /// Watch threads notice the stop between reads and are not waited for: an idle watch can take
+    /// its whole read timeout to notice, and they hold nothing that needs finishing.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.watches {
+            w.stop();
+        }
+        self.queue.shutdown();
+        for t in self.workers {
+            let _ = t.join();
+        }
+    }
+}
+
+fn dispatch(
+    feed: Feed,
+    rx: mpsc::Receiver<WatchEvent>,
+    store: &Mutex<Store>,
+    queue: &WorkQueue<BindingKey>,
+    obs: &Observability,
+) {
+    let mut listed = false;
+    for event in rx {
+        let keys = {
+            let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+            apply(feed, &mut s, &event)
+        };
+        for k in keys {
+            queue.add(k);
+        }
+        if let WatchEvent::Restarted(_) = event {
+            if listed {
+                obs.metrics.watch_restart(feed.kind());
+            }
+            listed = true;
+            if let Feed::Bindings(_) = feed {
+                obs.health.mark_synced(feed.kind());
+            }
+        }
+    }
+}
+
+/// Folds one watch event into the store; returns the bindings to reconcile.
+fn apply(feed: Feed, s: &mut Store, event: &WatchEvent) -> Vec<BindingKey> {
+    match (feed, event) {
+        (Feed::Bindings(v), WatchEvent::Restarted(objs)) => {
+            log::info!("listed {} {}", objs.len(), feed.name());
+            s.restart_bindings(v, objs)
+        }
+        (Feed::Bindings(v), WatchEvent::Applied(obj)) => match s.apply_binding(v, obj) {
+            Ok(k) => k.into_iter().collect(),
+            Err(e) => {
+                log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}");
+                Vec::new()
+            }
+        },
+        (Feed::Bindings(v), WatchEvent::Deleted(obj)) => {
+            s.delete_binding(v, obj).into_iter().collect()
+        }
+        (Feed::Secrets, WatchEvent::Restarted(objs)) => s.restart_secrets(objs),
+        (Feed::Secrets, WatchEvent::Applied(obj)) => s.apply_secret(obj),
+        (Feed::Secrets, WatchEvent::Deleted(obj)) => s.delete_secret(obj),
+        (Feed::ServiceAccounts, WatchEvent::Restarted(objs)) => s.restart_sas(objs),
+        (Feed::ServiceAccounts, WatchEvent::Applied(obj)) => s.apply_sa(obj),
+        (Feed::ServiceAccounts, WatchEvent::Deleted(obj)) => s.delete_sa(obj),
+    }
+}
+
+/// Converts a wall-clock deadline to an `Instant`, never in the past.
+fn instant_at(at: OffsetDateTime) -> Instant {
+    let delta = at - OffsetDateTime::now_utc();
+    let d = Duration::try_from(delta).unwrap_or(Duration::ZERO);
+    Instant::now() + d
+}
+
+/// Consecutive failures per binding, shared by the workers (a key may land on any of them).
+type Failures = Mutex<FailureBackoff<BindingKey>>;
+
+/// One worker thread's view of the shared parts.
+struct Worker<'a> {
+    reconciler: &'a Reconciler,
+    queue: &'a WorkQueue<BindingKey>,
+    failures: &'a Failures,
+    obs: &'a Observability,
+    client: &'a Client,
+}
+
+impl Worker<'_> {
+    fn failed(&self, key: &BindingKey, jitter: f64) -> Duration {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(key.clone(), jitter)
+    }
+
+    fn succeeded(&self, key: &BindingKey) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .succeeded(key);
+    }
+
+    fn run(&self, index: usize) {
+        let mut rng = Rng::with_seed(Rng::from_entropy().next_u64() ^ index as u64);
+        let heartbeat = self.obs.health.register_worker(&format!("worker {index}"));
+        while let Some(key) = self.queue.get() {
+            heartbeat.busy();
+            let started = Instant::now();
+            let result = self.reconcile_once(&key, &mut rng);
+            self.obs.metrics.reconcile(result, started.elapsed());
+            self.queue.done(&key);
+            heartbeat.idle();
+        }
+    }
+
+    fn reconcile_once(&self, key: &BindingKey, rng: &mut Rng) -> ReconcileResult {
+        let started = Instant::now();
+        match self.reconciler.reconcile(key) {
+            Ok(Outcome2::Gone) => {
+                self.succeeded(key);
+                self.queue.forget(key);
+                ReconcileResult::Success
+            }
+            Ok(Outcome2::Done {
+                error,
+                refresh_at,
+                writes,
+                secret_written,
+                regarding,
+                token_retry_at,
+            }) => {
+                log::debug!(
+                    "{key}: reconciled in {:?} with {writes} writes",
+                    started.elapsed()
+                );
+                if let Some(at) = refresh_at {
+                    let jitter = REFRESH_JITTER.mul_f64(rng.next_f64());
+                    self.queue.add_at(key.clone(), instant_at(at) + jitter);
+                }
+                match (error, token_retry_at) {
+                    // A token failure: the token gate owns the retry time, so passes triggered
+                    // by unrelated events neither call Azure nor stretch the backoff.
+                    (Some(err), Some(at)) => {
+                        let at = at + Duration::from_millis(100).mul_f64(1.0 + rng.next_f64());
+                        log::info!(
+                            "{key}: {err}; retrying in {}s",
+                            at.saturating_duration_since(Instant::now()).as_secs()
+                        );
+                        self.queue.add_at(key.clone(), at);
+                        self.event(&regarding, classify(&err), &err);
+                        ReconcileResult::Error
+                    }
+                    (Some(err), None) => {
+                        let delay = self.failed(key, rng.next_f64());
+                        log::info!("{key}: {err}; retrying in {}s", delay.as_secs());
+                        self.queue.add_after(key.clone(), delay);
+                        self.event(&regarding, classify(&err), &err);
+                        ReconcileResult::Error
+                    }
+                    (None, _) => {
+                        self.succeeded(key);
+                        if secret_written {
+                            self.event(
+                                &regarding,
+                                Reason::TokenRefreshed,
+                                "wrote a fresh registry token to the pull secret",
+                            );
+                        }
+                        ReconcileResult::Success
+                    }
+                }
+            }
+            Err(e) => {
+                let delay = self.failed(key, rng.next_f64());
+                let delay = e
+                    .retry_after()
+                    .map_or(delay, |r| r.max(Duration::from_secs(1)));
+                log::warn!("{key}: {e}; retrying in {}s", delay.as_secs());
+                self.queue.add_after(key.clone(), delay);
+                ReconcileResult::Error
+            }
+        }
+    }
+
+    /// Records an Event; a failed Event write never fails the reconcile.
+    fn event(&self, regarding: &Option<Regarding>, reason: Reason, note: &str) {
+        let Some(regarding) = regarding else {
+            return;
+        };
+        let write = self
+            .obs
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(
+                regarding,
+                reason,
+                "Reconcile",
+                note,
+                OffsetDateTime::now_utc(),
+            );
+        if let Some(w) = write {
+            send_event(self.client, &self.obs.events, &w);
+        }
+    }
+}
+
+/// The Event reason for a binding error (the same classification as the `Ready` condition).
+fn classify(err: &str) -> Reason {
+    match crate::conditions::reason_for(err) {
+        "ServiceAccountNotFound" => Reason::ServiceAccountNotFound,
+        "ServerNotAllowed" => Reason::ServerNotAllowed,
+        "TokenRequestFailed" => Reason::TokenRequestFailed,
+        "SecretConflict" => Reason::SecretConflict,
+        _ => Reason::InvalidSpec,
+    }
+}
+
+fn send_event(client: &Client, recorder: &Mutex<EventRecorder>, w: &EventWrite) {
+    let result = match w {
+        EventWrite::Create { .. } => client.create(&w.path(), w.body()),
+        EventWrite::PatchSeries { .. } => client.patch_merge(&w.path(), w.body()),
+    };
+    if let Err(e) = result {
+        log::debug!("event {}/{} not written: {e}", w.namespace(), w.name());
+        recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(w.namespace(), w.name());
+    }
+}
+
+/// How often the binding-state and queue gauges are recomputed (O(bindings) each time).
+const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+/// How often Event series counts that moved since their last write are flushed.
+const EVENT_FLUSH_PERIOD: Duration = Duration::from_secs(30);
+
+fn resync(
+    store: &Mutex<Store>,
+    queue: &WorkQueue<BindingKey>,
+    stop: &AtomicBool,
+    obs: &Observability,
+    client: &Client,
+) {
+    let mut next = Instant::now() + RESYNC_PERIOD;
+    let mut next_flush = Instant::now() + EVENT_FLUSH_PERIOD;
+    let mut next_gauges = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        if Instant::now() >= next_gauges {
+            next_gauges = Instant::now() + GAUGE_PERIOD;
+            let (counts, earliest) = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .binding_states();
+            obs.metrics.set_bindings(counts);
+            obs.metrics.set_token_earliest_expiry(earliest);
+            obs.metrics.set_workqueue_depth(queue.ready_len());
+        }
+        if Instant::now() >= next_flush {
+            next_flush = Instant::now() + EVENT_FLUSH_PERIOD;
+            let writes = obs
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .flush(OffsetDateTime::now_utc());
+            for w in &writes {
+                send_event(client, &obs.events, w);
+            }
+        }
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + RESYNC_PERIOD;
+        let keys = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .binding_keys();
+        log::debug!("resync: queueing {} bindings", keys.len());
+        for k in keys {
+            queue.add(k);
+        }
+    }
+}

@@ -183,11 +183,12 @@ pub fn binding_decode(data: &[u8]) {
     let Ok(obj) = serde_json::from_slice::<Value>(data) else {
         return;
     };
+    // The last byte picks the ACR-audience flag, so both inputs hashes get exercised.
     let defaults = V1beta1Defaults {
         acr_server: "fuzz.azurecr.io".into(),
         client_id: "00000000-0000-0000-0000-000000000001".into(),
-        resource_id: String::new(),
-        arm_resource: String::new(),
+        acr_audience: data.last().is_some_and(|b| b % 2 == 0),
+        ..V1beta1Defaults::default()
     };
     for version in [ApiVersion::V1beta1, ApiVersion::V1beta2] {
         let Ok(binding) = Binding::decode(version, &obj, &defaults) else {

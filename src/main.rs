@@ -1,4 +1,4 @@
-//! The acrpull binary: parse flags, run the controller, map the outcome to an exit code.
+//! The acrpull binary: parse flags, run the controller (or `check`), map the outcome to an exit code.
 
 use std::process::ExitCode;
 
@@ -19,9 +19,41 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(_config)) => {
-            eprintln!("acrpull: the controller is not wired yet");
-            ExitCode::FAILURE
+        Ok(Command::Run(config)) => {
+            acrpull::logging::init(config.log_format, &config.log_level);
+            match acrpull::app::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("acrpull: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(Command::CheckHelp) => {
+            print!("{}", cli::check_usage());
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Check(args)) => {
+            // Quiet by default: the report is the output; RUST_LOG still turns logs on.
+            acrpull::logging::init(args.config.log_format, "warn");
+            match acrpull::check::run(&args) {
+                Ok(report) => {
+                    print!("{}", acrpull::check::render(&report, args.output));
+                    if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("acrpull check: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e @ cli::UsageError::CheckTarget(_)) => {
+            eprintln!("acrpull: {e}\nRun 'acrpull check --help' for usage.");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("acrpull: {e}\nRun 'acrpull --help' for usage.");

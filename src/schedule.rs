@@ -215,9 +215,17 @@ impl<K: Ord + Clone> WorkQueue<K> {
 ///
 /// Upstream retried Azure failures about once a second forever (spec §2.10); a binding that keeps
 /// failing here settles at one attempt every few minutes, and a success resets it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailureBackoff<K: Ord> {
     failures: BTreeMap<K, u32>,
+}
+
+impl<K: Ord> Default for FailureBackoff<K> {
+    fn default() -> Self {
+        FailureBackoff {
+            failures: BTreeMap::new(),
+        }
+    }
 }
 
 /// First retry delay after a failure.

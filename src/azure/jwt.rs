@@ -51,8 +51,9 @@ pub struct Claims {
     pub access_entries: Option<usize>,
 }
 
-/// Reads the claims of `token` without verifying its signature. Never panics.
-pub fn read_claims(token: &str) -> Result<Claims, JwtError> {
+/// The whole unverified payload of `token`, for diagnostics (`acrpull check`) that show a few
+/// named, non-secret claims. Never panics.
+pub fn read_payload(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::NotJwt);
     }
@@ -63,8 +64,15 @@ pub fn read_claims(token: &str) -> Result<Claims, JwtError> {
         return Err(JwtError::NotJwt);
     };
     let bytes = B64.decode(payload).map_err(|_| JwtError::NotJwt)?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| JwtError::NotJwt)?;
-    let object = value.as_object().ok_or(JwtError::NotJwt)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        _ => Err(JwtError::NotJwt),
+    }
+}
+
+/// Reads the claims of `token` without verifying its signature. Never panics.
+pub fn read_claims(token: &str) -> Result<Claims, JwtError> {
+    let object = read_payload(token)?;
     let expires = object
         .get("exp")
         .and_then(numeric_date)

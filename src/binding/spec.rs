@@ -7,6 +7,7 @@ use super::{
     clean_path, CloudConfig, Environment, Identity, Spec, SpecError, V1beta1Defaults,
     DEFAULT_SERVICE_ACCOUNT, MAX_FIELD_BYTES, V1BETA1_ARM_RESOURCE,
 };
+use crate::azure::imds::ManagedIdentity;
 use crate::hash::inputs_hash;
 
 /// Reads an optional string field: absent/null → `None`; wrong type or too long → error.
@@ -106,7 +107,10 @@ pub(super) fn decode_v1beta1(spec: Option<&Value>, d: &V1beta1Defaults) -> Resul
     } else {
         d.arm_resource.clone()
     };
-    let inputs_hash = inputs_hash(&format!("{client_id}{resource_id}{server}{scope}"));
+    let inputs_hash = inputs_hash(&format!(
+        "{client_id}{resource_id}{server}{scope}{}",
+        audience_mode_suffix(d.acr_audience)
+    ));
     Ok(Spec {
         server,
         scope,
@@ -162,8 +166,27 @@ fn decode_environment(acr: Option<&Value>) -> Result<Environment, SpecError> {
     })
 }
 
+/// The IMDS identity of a managed-identity `Identity` (the only kinds decoded before a
+/// `federatedApplication` wraps one).
+fn managed_of(id: Identity) -> ManagedIdentity {
+    match id {
+        Identity::ManagedClientId(c) => ManagedIdentity::ClientId(c),
+        Identity::ManagedResourceId(r) => ManagedIdentity::ResourceId(r),
+        _ => ManagedIdentity::System,
+    }
+}
+
+/// What `--entra-audience=acr` adds to the inputs hash (nothing in the default ARM mode).
+fn audience_mode_suffix(acr_audience: bool) -> &'static str {
+    if acr_audience {
+        "/audience=acr"
+    } else {
+        ""
+    }
+}
+
 /// v1beta2 decoding (spec §1.2, §2.8), with the CRD's CEL rules re-checked.
-pub(super) fn decode_v1beta2(spec: Option<&Value>) -> Result<Spec, SpecError> {
+pub(super) fn decode_v1beta2(spec: Option<&Value>, acr_audience: bool) -> Result<Spec, SpecError> {
     let spec = Some(spec_object(spec)?);
     let acr = opt_obj(spec, "acr", "spec.acr")?.ok_or(SpecError::Missing {
         field: "spec.acr".to_string(),
@@ -190,11 +213,28 @@ pub(super) fn decode_v1beta2(spec: Option<&Value>) -> Result<Spec, SpecError> {
                 (Some(_), None) | (None, Some(_)) => Identity::SystemAssigned,
                 (None, None) => return Err(SpecError::ManagedIdentityBothIds),
             };
-            let hash_part = format!(
+            let mut hash_part = format!(
                 "managedIdentity{}{}",
                 resource.unwrap_or_default(),
                 client.unwrap_or_default()
             );
+            let fed_path = format!("{path}.federatedApplication");
+            let id = match opt_obj(Some(mi), "federatedApplication", &fed_path)? {
+                None => id,
+                Some(fed) => {
+                    let tenant_id =
+                        non_empty(Some(fed), "tenantID", &format!("{fed_path}.tenantID"))?;
+                    let client_id =
+                        non_empty(Some(fed), "clientID", &format!("{fed_path}.clientID"))?;
+                    // Not upstream's field: appended only when present, like the workload IDs.
+                    hash_part.push_str(&format!("/federated/{tenant_id}/{client_id}"));
+                    Identity::FederatedApplication {
+                        managed: managed_of(id),
+                        tenant_id,
+                        client_id,
+                    }
+                }
+            };
             (id, hash_part)
         }
         (None, Some(wi)) => {
@@ -235,6 +275,7 @@ pub(super) fn decode_v1beta2(spec: Option<&Value>) -> Result<Spec, SpecError> {
             c.entra_authority_host, c.resource_manager_audience
         ));
     }
+    hashed.push_str(audience_mode_suffix(acr_audience));
     Ok(Spec {
         arm_resource: environment.arm_audience().map(str::to_string),
         server,

@@ -247,7 +247,9 @@ impl Client {
             return Err(ConfigError::BadServer);
         }
         let proxy = match &config.proxy {
-            Some(url) => Some(ureq::Proxy::new(url).map_err(|_| ConfigError::BadServer)?),
+            Some(url) => Some(ureq::Proxy::new(url).map_err(|_| ConfigError::Unsupported {
+                feature: "proxy-url",
+            })?),
             None => None,
         };
         let agent: Agent = Agent::config_builder()

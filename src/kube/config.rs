@@ -597,6 +597,36 @@ mod tests {
         assert!(matches!(c.tls_config(), Err(ConfigError::Missing { .. })));
     }
 
+    #[test]
+    fn invalid_kubeconfig_yaml_reports_file_and_line() {
+        let dir = temp_dir("bad-yaml");
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            "current-context: a\nclusters:\n  - name: c\n   cluster: {}\n",
+        )
+        .unwrap();
+        let e = Config::from_kubeconfig(&path, None).unwrap_err();
+        let ConfigError::Yaml { source, .. } = &e else {
+            panic!("expected a yaml error, got {e}")
+        };
+        assert_eq!(source.line, 4);
+        assert!(e.to_string().contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_debug_hides_the_client_key() {
+        let tls = TlsSettings {
+            client_key_pem: Some(b"-----BEGIN PRIVATE KEY-----SECRETKEY".to_vec()),
+            ..TlsSettings::default()
+        };
+        let shown = format!("{tls:?}");
+        assert!(
+            !shown.contains("SECRETKEY") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
     mod tls {
         //! A real TLS handshake against a loopback rustls server that requires a client certificate.
         use super::super::*;

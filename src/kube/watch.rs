@@ -420,9 +420,22 @@ impl<S: Source> Watcher<S> {
     }
 
     /// Steps until `stop` is set or the receiver is gone, sending events and sleeping out backoffs.
-    pub fn run(mut self, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
+    pub fn run(self, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
+        self.run_observed(tx, stop, &|_| {});
+    }
+
+    /// Like [`Watcher::run`], telling `observer` after every step whether the resource is
+    /// missing (its list answers 404, e.g. a CRD not installed); liveness probes count the calls.
+    pub fn run_observed(
+        mut self,
+        tx: &Sender<WatchEvent>,
+        stop: &AtomicBool,
+        observer: &dyn Fn(bool),
+    ) {
         while !stop.load(Ordering::Relaxed) {
-            match self.step() {
+            let step = self.step();
+            observer(self.not_found_logged);
+            match step {
                 Step::Event(e) => {
                     if tx.send(e).is_err() {
                         return;
@@ -482,13 +495,25 @@ pub fn spawn(
     selectors: ListParams,
     tx: Sender<WatchEvent>,
 ) -> std::io::Result<WatchHandle> {
+    spawn_observed(name, client, path, selectors, tx, Box::new(|_| {}))
+}
+
+/// [`spawn`] with an observer called after every step (see [`Watcher::run_observed`]).
+pub fn spawn_observed(
+    name: impl Into<String>,
+    client: Client,
+    path: String,
+    selectors: ListParams,
+    tx: Sender<WatchEvent>,
+    observer: Box<dyn Fn(bool) + Send>,
+) -> std::io::Result<WatchHandle> {
     let name = name.into();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let source = ApiSource::new(client, path, selectors);
     let thread = std::thread::Builder::new()
         .name(format!("watch {name}"))
-        .spawn(move || Watcher::new(name, source).run(&tx, &flag))?;
+        .spawn(move || Watcher::new(name, source).run_observed(&tx, &flag, &*observer))?;
     Ok(WatchHandle {
         stop,
         thread: Some(thread),

@@ -327,12 +327,15 @@ impl Parser {
     /// Reads a flow collection that may span several lines, then parses it.
     fn flow(&mut self, first: &str, no: usize, depth: usize) -> Result<Value, YamlError> {
         let mut buf = first.to_string();
-        while !flow_balanced(&buf) {
+        let mut scan = FlowScan::default();
+        scan.feed(first);
+        while !scan.balanced() {
             let Some(j) = self.peek() else {
                 return Err(err(no, YamlErrorKind::BadFlow));
             };
             buf.push(' ');
             buf.push_str(&self.lines[j].text);
+            scan.feed(&self.lines[j].text);
             self.pos += 1;
         }
         let chars: Vec<char> = buf.chars().collect();
@@ -456,24 +459,41 @@ fn split_key(text: &str, no: usize) -> Result<Option<(String, &str)>, YamlError>
 
 /// Parses a quoted scalar at the start of `text`; returns it and the bytes consumed.
 fn quoted(text: &str, no: usize) -> Result<(String, usize), YamlError> {
-    let mut chars = text.char_indices();
-    let Some((_, q)) = chars.next() else {
+    let (s, used_chars) = quoted_chars(text.chars(), no)?;
+    let used = text
+        .char_indices()
+        .nth(used_chars)
+        .map_or(text.len(), |(i, _)| i);
+    Ok((s, used))
+}
+
+/// Parses a quoted scalar from `chars`; returns it and the number of chars consumed.
+fn quoted_chars(
+    chars: impl Iterator<Item = char>,
+    no: usize,
+) -> Result<(String, usize), YamlError> {
+    let mut chars = chars.peekable();
+    let Some(q) = chars.next() else {
         return Err(err(no, YamlErrorKind::UnterminatedQuote));
     };
+    let mut used = 1;
     let mut out = String::new();
-    while let Some((i, c)) = chars.next() {
+    while let Some(c) = chars.next() {
+        used += 1;
         if c == q {
-            if q == '\'' && text[i + 1..].starts_with('\'') {
+            if q == '\'' && chars.peek() == Some(&'\'') {
                 chars.next();
+                used += 1;
                 out.push('\'');
                 continue;
             }
-            return Ok((out, i + 1));
+            return Ok((out, used));
         }
         if q == '"' && c == '\\' {
-            let Some((_, e)) = chars.next() else {
+            let Some(e) = chars.next() else {
                 return Err(err(no, YamlErrorKind::BadEscape));
             };
+            used += 1;
             let hex_len = match e {
                 'x' => 2,
                 'u' => 4,
@@ -485,8 +505,9 @@ fn quoted(text: &str, no: usize) -> Result<(String, usize), YamlError> {
                 for _ in 0..hex_len {
                     let d = chars
                         .next()
-                        .and_then(|(_, h)| h.to_digit(16))
+                        .and_then(|h| h.to_digit(16))
                         .ok_or(err(no, YamlErrorKind::BadEscape))?;
+                    used += 1;
                     code = code * 16 + d;
                 }
                 out.push(char::from_u32(code).ok_or(err(no, YamlErrorKind::BadEscape))?);
@@ -525,7 +546,10 @@ fn plain_scalar(s: &str) -> Value {
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
-    let numeric = s.bytes().any(|b| b.is_ascii_digit())
+    // A leading zero (`0755`) would lose digits as a number; keep it as written.
+    let leading_zero = s.len() > 1 && s.starts_with('0') && s.as_bytes()[1].is_ascii_digit();
+    let numeric = !leading_zero
+        && s.bytes().any(|b| b.is_ascii_digit())
         && s.bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
     if numeric {
@@ -539,26 +563,36 @@ fn plain_scalar(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
-/// True once every `{`/`[` outside quotes has been closed (or over-closed, which the parser reports).
-fn flow_balanced(s: &str) -> bool {
-    let mut level: i64 = 0;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in s.chars() {
-        match quote {
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '{' | '[' => level += 1,
-                '}' | ']' => level -= 1,
-                _ => {}
-            },
+/// Tracks bracket depth outside quotes across the lines of a flow collection, in one pass.
+#[derive(Default)]
+struct FlowScan {
+    level: i64,
+    quote: Option<char>,
+    escaped: bool,
+}
+
+impl FlowScan {
+    fn feed(&mut self, s: &str) {
+        for c in s.chars() {
+            match self.quote {
+                Some('"') if self.escaped => self.escaped = false,
+                Some('"') if c == '\\' => self.escaped = true,
+                Some(q) if c == q => self.quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' => self.quote = Some(c),
+                    '{' | '[' => self.level += 1,
+                    '}' | ']' => self.level -= 1,
+                    _ => {}
+                },
+            }
         }
     }
-    level <= 0
+
+    /// True once every bracket has been closed (or over-closed, which the parser reports).
+    fn balanced(&self) -> bool {
+        self.level <= 0
+    }
 }
 
 /// A recursive-descent reader for flow collections (a superset of JSON).
@@ -600,9 +634,8 @@ impl Flow<'_> {
     }
 
     fn quoted(&mut self) -> Result<String, YamlError> {
-        let rest: String = self.chars[self.pos..].iter().collect();
-        let (s, used) = quoted(&rest, self.no)?;
-        self.pos += rest[..used].chars().count();
+        let (s, used) = quoted_chars(self.chars[self.pos..].iter().copied(), self.no)?;
+        self.pos += used;
         Ok(s)
     }
 
@@ -806,6 +839,7 @@ users:
         assert_eq!(v["d"], "x # not a comment");
         assert_eq!(v["e"], "123");
         assert_eq!(v["f"], 123);
+        assert_eq!(parse("m: 0755").unwrap()["m"], "0755");
         assert_eq!(v["g"], Value::Null);
     }
 
@@ -889,5 +923,58 @@ users:
         let v = parse("a: one\n  two\nb: x\n").unwrap();
         assert_eq!(v["a"], "one two");
         assert_eq!(v["b"], "x");
+    }
+
+    #[test]
+    fn serde_yaml_style_output_with_block_literals_and_crlf_parses() {
+        let text = "apiVersion: v1\r\nclusters:\r\n- cluster:\r\n    certificate-authority: |-\r\n      -----BEGIN CERTIFICATE-----\r\n      MIIB\r\n      -----END CERTIFICATE-----\r\n    server: https://127.0.0.1:6443\r\n  name: kit\r\nusers:\r\n- name: kit\r\n  user:\r\n    token: '0123'\r\n    exec: ~\r\n";
+        let v = parse(text).unwrap();
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority"],
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+        );
+        assert_eq!(v["clusters"][0]["name"], "kit");
+        assert_eq!(v["users"][0]["user"]["token"], "0123");
+        assert_eq!(v["users"][0]["user"]["exec"], Value::Null);
+    }
+
+    #[test]
+    fn flow_collections_may_span_lines_inside_block_mappings() {
+        let v = parse(
+            "exec:\n  args: [\n    get-token,  # why\n    \"--login\"\n  ]\n  env: []\nnext: 1\n",
+        )
+        .unwrap();
+        assert_eq!(v["exec"]["args"], json!(["get-token", "--login"]));
+        assert_eq!(v["exec"]["env"], json!([]));
+        assert_eq!(v["next"], 1);
+    }
+
+    #[test]
+    fn random_inputs_never_panic() {
+        let alphabet: Vec<char> = " \n\t-:#'\"{}[],|>&*!~?%\\abc01é\r".chars().collect();
+        let mut rng = crate::kube::backoff::Rng::with_seed(0xACE);
+        for _ in 0..20_000 {
+            let len = rng.range_inclusive(0, 48) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.range_inclusive(0, alphabet.len() as u64 - 1) as usize])
+                .collect();
+            let _ = parse(&s);
+        }
+    }
+
+    #[test]
+    fn large_documents_parse_in_linear_time() {
+        let users: Vec<String> = (0..10_000)
+            .map(|i| format!("{{\"name\": \"u{i}\", \"user\": {{\"token\": \"t{i}\"}}}}"))
+            .collect();
+        let json_text = format!("{{\"users\": [\n{}\n]}}", users.join(",\n"));
+        let v = parse(&json_text).unwrap();
+        assert_eq!(v["users"][9_999]["user"]["token"], "t9999");
+        let one_line = json_text.replace('\n', " ");
+        assert_eq!(parse(&one_line).unwrap(), v);
+        let yaml_text: String = (0..10_000)
+            .map(|i| format!("- name: u{i}\n  user:\n    token: \"t{i}\"\n"))
+            .collect();
+        assert_eq!(parse(&yaml_text).unwrap()[5]["user"]["token"], "t5");
     }
 }

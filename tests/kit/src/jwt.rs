@@ -59,7 +59,19 @@ impl Signer {
 
     /// Signs `claims` as an RS256 JWT.
     pub fn sign(&self, claims: &Value) -> String {
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": self.key_id()});
+        self.sign_with_header(&serde_json::Map::new(), claims)
+    }
+
+    /// Signs `claims` as an RS256 JWT whose header also carries `extra` (e.g. an `x5c` chain).
+    pub fn sign_with_header(
+        &self,
+        extra: &serde_json::Map<String, Value>,
+        claims: &Value,
+    ) -> String {
+        let mut header = json!({"alg": "RS256", "typ": "JWT", "kid": self.key_id()});
+        if let Some(h) = header.as_object_mut() {
+            h.extend(extra.clone());
+        }
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),

@@ -7,4 +7,6 @@ pub mod azure;
 pub mod http;
 pub mod jwt;
 pub mod kube;
+pub mod registry;
 pub mod tls;
+pub mod world;

@@ -183,6 +183,8 @@ pub struct Acr {
     refresh_lifetime: Mutex<Duration>,
     access_lifetime: Mutex<Duration>,
     counters: Mutex<AcrCounters>,
+    // Base64 DER certificates (leaf first) put in registry tokens' `x5c` header; empty: none.
+    token_x5c: Mutex<Vec<String>>,
     /// Faults and latency for the next exchange and token requests.
     pub faults: FaultPlan,
 }
@@ -208,6 +210,7 @@ impl Acr {
             refresh_lifetime: Mutex::new(DEFAULT_REFRESH_LIFETIME),
             access_lifetime: Mutex::new(DEFAULT_ACCESS_LIFETIME),
             counters: Mutex::default(),
+            token_x5c: Mutex::default(),
             faults: FaultPlan::default(),
         }
     }
@@ -243,6 +246,18 @@ impl Acr {
     /// Sets the lifetime of access tokens issued from now on. Defaults to 75 min.
     pub fn set_access_token_lifetime(&self, lifetime: Duration) {
         *lock(&self.access_lifetime) = lifetime;
+    }
+
+    /// Makes every registry token issued from now on carry an `x5c` header with this certificate
+    /// chain (DER, leaf first; the leaf certifies the kit signing key), so a real registry
+    /// (distribution's token auth) can verify them against its root bundle. Off by default;
+    /// an empty chain turns it off again.
+    pub fn set_token_certificate_chain(&self, chain: &[Vec<u8>]) {
+        use base64::Engine as _;
+        *lock(&self.token_x5c) = chain
+            .iter()
+            .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
+            .collect();
     }
 
     /// A snapshot of the counters.
@@ -374,7 +389,7 @@ impl Acr {
             .or(claims["azp"].as_str())
             .unwrap_or_default();
         let now = self.shared.clock.now_unix();
-        let refresh = self.shared.mint(&json!({
+        let refresh = self.mint(&json!({
             "jti": self.shared.token_id(), "sub": oid, "oid": oid, "appid": appid,
             "tenant": tid, "iss": ACR_ISSUER, "aud": reg.host,
             "nbf": now, "iat": now,
@@ -438,7 +453,7 @@ impl Acr {
             narrowed(&cred["access"], &scopes)
         };
         let now = self.shared.clock.now_unix();
-        let token = self.shared.mint(&json!({
+        let token = self.mint(&json!({
             "jti": self.shared.token_id(), "sub": oid, "nbf": now, "iat": now,
             "exp": now + lock(&self.access_lifetime).as_secs() as i64,
             "iss": ACR_ISSUER, "aud": reg.host, "version": "1.0", "access": access,
@@ -450,6 +465,19 @@ impl Acr {
             .entry((reg.host.clone(), oid.clone(), scope.clone()))
             .or_default() += 1;
         Ok((oid, Some(scope), json!({"access_token": token})))
+    }
+
+    /// Signs a registry token, with the `x5c` header when one is set, and records it as issued.
+    fn mint(&self, claims: &Value) -> String {
+        let x5c = lock(&self.token_x5c).clone();
+        if x5c.is_empty() {
+            return self.shared.mint(claims);
+        }
+        let mut header = serde_json::Map::new();
+        header.insert("x5c".to_string(), json!(x5c));
+        let token = self.shared.signer.sign_with_header(&header, claims);
+        self.shared.issued.record(&token);
+        token
     }
 
     /// The `access` list: for each requested scope, the requested actions granted. A grant on
@@ -978,6 +1006,36 @@ mod tests {
                 .with_header("Authorization", &format!("Bearer {refresh}")),
         );
         assert_eq!(with_refresh.status, 401);
+    }
+
+    #[test]
+    fn registry_tokens_carry_x5c_only_when_a_chain_is_set() {
+        let header = |t: &str| -> Value {
+            use base64::Engine as _;
+            let h = t.split('.').next().unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let acr = acr();
+        let plain = refresh_token(&acr, HOST);
+        assert!(header(&plain).get("x5c").is_none());
+        acr.set_token_certificate_chain(&[vec![1, 2, 3], vec![4]]);
+        let refresh = refresh_token(&acr, HOST);
+        assert_eq!(header(&refresh)["x5c"], json!(["AQID", "BA=="]));
+        let token = access(&acr, HOST, "repository:alice:pull", &refresh).body_json()
+            ["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(header(&token)["x5c"], json!(["AQID", "BA=="]));
+        assert!(acr.authorize(HOST, &token, "alice", "pull"));
+        assert!(acr.issued_tokens().contains(&token));
+        acr.set_token_certificate_chain(&[]);
+        assert!(header(&refresh_token(&acr, HOST)).get("x5c").is_none());
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! Start-up and shutdown: turn a validated configuration into running parts, wait for a signal,
+//! stop cleanly.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::azure::http::ConnectTo;
+use crate::azure::{HttpClients, HttpConfig};
+use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
+use crate::cli::{Config, EntraAudience};
+use crate::controller::{Controller, Observability, Settings};
+use crate::events::{EventRecorder, RecorderConfig};
+use crate::health::Health;
+use crate::kube;
+use crate::leader::{
+    client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
+};
+use crate::metrics::{collect_token_counters, Metrics};
+use crate::plan::PlanConfig;
+use crate::reconcile::Reconciler;
+use crate::selector::Selector;
+use crate::serve;
+use crate::signals::Signals;
+use crate::store::Store;
+use crate::suffix::AllowList;
+use crate::tokens::{AzureUpstream, SystemClock, TokenService};
+use std::time::Duration;
+
+/// Why acrpull could not start; printed once by `main`, exit code 1.
+#[derive(Debug)]
+pub enum StartError {
+    /// No usable Kubernetes connection.
+    Kube(kube::ConfigError),
+    /// `--label-selector` does not parse.
+    LabelSelector(crate::selector::SelectorError),
+    /// The Azure HTTP clients could not be built (bad `SSL_CERT_FILE`, proxy, `--connect-to`).
+    Azure(crate::azure::http::HttpSetupError),
+    /// Threads or signal setup failed.
+    Io(std::io::Error),
+    /// `--leader-elect` outside a cluster without `--leader-election-namespace`.
+    LeaseNamespace,
+    /// Leader election could not start.
+    Leader(crate::leader::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Kube(e) => write!(f, "kubernetes connection: {e}"),
+            StartError::LabelSelector(e) => write!(f, "invalid --label-selector: {e}"),
+            StartError::Azure(e) => write!(f, "azure clients: {e}"),
+            StartError::Io(e) => write!(f, "start-up: {e}"),
+            StartError::LeaseNamespace => f.write_str(
+                "--leader-elect needs --leader-election-namespace when not running in a cluster",
+            ),
+            StartError::Leader(e) => write!(f, "leader election: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub fn run(cfg: &Config) -> Result<(), StartError> {
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = Signals::block().map_err(StartError::Io)?;
+
+    let selector = Selector::parse(&cfg.label_selector).map_err(StartError::LabelSelector)?;
+    let mut kube_cfg = kube::Config::load(cfg.kubeconfig.as_deref()).map_err(StartError::Kube)?;
+    kube_cfg.qps = cfg.kube_api_qps;
+    kube_cfg.burst = cfg.kube_api_burst;
+    let client = kube::Client::new(&kube_cfg).map_err(StartError::Kube)?;
+    log::info!("kubernetes API server {}", kube_cfg.server);
+
+    let http = azure_http(cfg).map_err(StartError::Azure)?;
+    let upstream = Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint));
+    let tokens = Arc::new(TokenService::new(upstream, Arc::new(SystemClock)));
+
+    let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
+    match &allow {
+        AllowList::Any => {
+            log::warn!("--allowed-acr-server-suffixes=*: tokens may be sent to any host")
+        }
+        AllowList::Suffixes(s) => log::info!("registries allowed: {}", s.join(", ")),
+    }
+    let defaults = v1beta1_defaults(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let store = Arc::new(Mutex::new(Store::new(defaults)));
+    register_collectors(&metrics, &tokens, &client);
+    let _metrics_server = match &cfg.metrics_bind_address {
+        Some(addr) => Some(
+            serve::serve(addr, serve::metrics_routes(Arc::clone(&metrics)))
+                .map_err(StartError::Io)?,
+        ),
+        None => None,
+    };
+    let _probe_server = match &cfg.health_probe_bind_address {
+        Some(addr) => Some(
+            serve::serve(addr, serve::probe_routes(Arc::clone(&health))).map_err(StartError::Io)?,
+        ),
+        None => None,
+    };
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "acrpull".into());
+    let obs = Arc::new(Observability {
+        metrics: Arc::clone(&metrics),
+        health,
+        events: Mutex::new(EventRecorder::new(&instance, RecorderConfig::default())),
+    });
+    let leader = if cfg.leader_elect {
+        Some(Arc::new(start_election(cfg, &kube_cfg, &metrics)?))
+    } else {
+        None
+    };
+    let reconciler = Arc::new(Reconciler {
+        client: client.clone(),
+        tokens,
+        metrics,
+        token_gate: Default::default(),
+        may_write: match &leader {
+            Some(l) => {
+                let l = Arc::clone(l);
+                Box::new(move || l.is_leader())
+            }
+            None => Box::new(|| true),
+        },
+        store,
+        plan: PlanConfig {
+            ttl_rotation_fraction: cfg.ttl_rotation_fraction,
+            allow,
+        },
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+        authority_host: cfg.authority_host.clone(),
+        token_audience: cfg.service_account_token_audience.clone(),
+    });
+    let settings = Settings {
+        label_selector: selector.to_string(),
+        workers: cfg.workers,
+        leader: leader.clone(),
+    };
+    let controller =
+        Controller::start(client, reconciler, obs, &settings).map_err(StartError::Io)?;
+    log::info!(
+        "acrpull {} started with {} workers",
+        env!("CARGO_PKG_VERSION"),
+        cfg.workers
+    );
+
+    let sig = signals.wait().map_err(StartError::Io)?;
+    log::info!("received {sig:?}; finishing in-flight work");
+    controller.shutdown();
+    if let Some(l) = leader {
+        drop(settings);
+        match Arc::try_unwrap(l) {
+            Ok(handle) => {
+                if handle.release_and_stop(Duration::from_secs(3)) {
+                    log::info!("released the leader lease");
+                }
+            }
+            Err(_) => log::warn!("leader lease not released: still in use"),
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// What decoding a binding needs from the environment and flags (shared with `acrpull check`).
+pub fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
+    V1beta1Defaults {
+        acr_server: cfg.env.acr_server.clone(),
+        client_id: cfg.env.managed_identity_client_id.clone(),
+        resource_id: cfg.env.managed_identity_resource_id.clone(),
+        arm_resource: cfg
+            .env
+            .arm_resource
+            .clone()
+            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+        acr_audience: cfg.entra_audience == EntraAudience::Acr,
+    }
+}
+
+/// The Azure HTTP clients: `SSL_CERT_FILE`, proxy settings and `--connect-to` (shared with
+/// `acrpull check`, so it talks to Azure exactly as the controller does).
+pub fn azure_http(cfg: &Config) -> Result<Arc<HttpClients>, crate::azure::http::HttpSetupError> {
+    let mut http_cfg = HttpConfig::from_env()?;
+    for (host, addr) in &cfg.connect_to {
+        http_cfg
+            .connect_to
+            .push(ConnectTo::parse(&format!("{host}={addr}"))?);
+    }
+    Ok(Arc::new(HttpClients::new(&http_cfg)?))
+}
+
+/// Starts leader election on the Lease of `--leader-election-id`; losing the lease ends the process
+/// (exit 1), as controller-runtime does, so a restarted pod starts clean as a follower.
+fn start_election(
+    cfg: &Config,
+    kube_cfg: &kube::Config,
+    metrics: &Arc<Metrics>,
+) -> Result<ElectorHandle, StartError> {
+    let namespace = lease_namespace(
+        cfg.leader_election_namespace.as_deref(),
+        kube_cfg.namespace.as_deref(),
+    )
+    .ok_or(StartError::LeaseNamespace)?;
+    let lcfg = LeaderConfig::new(&namespace, &cfg.leader_election_id, process_identity());
+    let client = kube::Client::new(&client_config(kube_cfg, &lcfg)).map_err(StartError::Kube)?;
+    log::info!(
+        "leader election on lease {namespace}/{} as {}",
+        cfg.leader_election_id,
+        lcfg.identity
+    );
+    let m = Arc::clone(metrics);
+    let hooks = Hooks {
+        on_status: Some(Box::new(move |leading| {
+            log::info!(
+                "{}",
+                if leading {
+                    "became the leader"
+                } else {
+                    "no longer the leader"
+                }
+            );
+            m.set_leader(leading);
+        })),
+        on_lost: Some(Box::new(|| {
+            log::error!("lost the leader lease; exiting so that only one replica writes");
+            std::process::exit(1);
+        })),
+    };
+    Elector::start(client, lcfg, hooks).map_err(StartError::Leader)
+}
+
+/// Values owned elsewhere, read at scrape time.
+fn register_collectors(metrics: &Metrics, tokens: &Arc<TokenService>, client: &kube::Client) {
+    let t = Arc::clone(tokens);
+    metrics.add_collector(Box::new(move |r| collect_token_counters(t.counters(), r)));
+    let kube_metrics = client.metrics();
+    metrics.add_collector(Box::new(move |r| {
+        for ((verb, code), n) in kube_metrics.snapshot() {
+            r.counter(
+                "acrpull_kube_requests_total",
+                "Kubernetes API requests by verb and HTTP code (0: no response).",
+                &[("verb", &verb), ("code", &code.to_string())],
+                n,
+            );
+        }
+    }));
+}

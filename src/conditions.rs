@@ -1,0 +1,290 @@
+//! Status conditions (`Ready`, `TokenValid`) and `observedGeneration`, beside upstream's three
+//! status fields.
+//!
+//! Pure: from the binding as observed, the outcome of the pass and `now`, compute the conditions a
+//! user should see, and the status patch needed to get there (none when they are already there, so
+//! the steady state stays free of writes). `lastTransitionTime` only moves when a condition's
+//! status changes, as Kubernetes API conventions ask.
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::binding::{format_time, Binding, Condition};
+
+/// The binding's pull Secret is current and attached.
+pub const READY: &str = "Ready";
+/// The Secret holds a token that has not expired.
+pub const TOKEN_VALID: &str = "TokenValid";
+
+/// The CamelCase reason for a binding error, from its (upstream-compatible) text.
+pub fn reason_for(error: &str) -> &'static str {
+    if error.starts_with("service account") && error.ends_with("not found") {
+        "ServiceAccountNotFound"
+    } else if error.starts_with("service account") {
+        // `service account x missing azure.workload.identity/client-id annotation`
+        "InvalidSpec"
+    } else if error.starts_with("ACR server") {
+        "ServerNotAllowed"
+    } else if error.starts_with("failed to retrieve") || error.starts_with("failed to mint") {
+        "TokenRequestFailed"
+    } else if error.starts_with("secret ") {
+        "SecretConflict"
+    } else {
+        "InvalidSpec"
+    }
+}
+
+fn condition(
+    b: &Binding,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: OffsetDateTime,
+) -> Condition {
+    let previous = b.status.conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status && !p.last_transition_time.is_empty() => {
+            p.last_transition_time.clone()
+        }
+        _ => format_time(now),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time,
+        observed_generation: Some(b.meta.generation),
+    }
+}
+
+/// The conditions after a pass that ended with `error` and leaves a token expiring at `expires`.
+pub fn desired(
+    b: &Binding,
+    error: Option<&str>,
+    expires: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Vec<Condition> {
+    let ready = match (error, expires) {
+        (Some(e), _) => condition(b, READY, "False", reason_for(e), e.to_string(), now),
+        (None, Some(_)) => condition(
+            b,
+            READY,
+            "True",
+            "PullSecretReady",
+            "the pull secret holds a current token and is attached to the service account".into(),
+            now,
+        ),
+        (None, None) => condition(
+            b,
+            READY,
+            "Unknown",
+            "Pending",
+            "no token has been written yet".into(),
+            now,
+        ),
+    };
+    let token = match expires {
+        Some(t) if t > now => condition(
+            b,
+            TOKEN_VALID,
+            "True",
+            "TokenValid",
+            format!("the registry token expires at {}", format_time(t)),
+            now,
+        ),
+        Some(t) => condition(
+            b,
+            TOKEN_VALID,
+            "False",
+            "TokenExpired",
+            format!("the registry token expired at {}", format_time(t)),
+            now,
+        ),
+        None => condition(
+            b,
+            TOKEN_VALID,
+            "False",
+            "NoToken",
+            "no registry token has been issued yet".into(),
+            now,
+        ),
+    };
+    vec![ready, token]
+}
+
+fn to_json(c: &Condition) -> Value {
+    json!({
+        "type": c.type_,
+        "status": c.status,
+        "reason": c.reason,
+        "message": c.message,
+        "lastTransitionTime": c.last_transition_time,
+        "observedGeneration": c.observed_generation,
+    })
+}
+
+/// The `status` fields to merge so the binding shows `desired(..)`; `None` when it already does.
+pub fn status_patch(
+    b: &Binding,
+    error: Option<&str>,
+    expires: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Option<Value> {
+    let want = desired(b, error, expires, now);
+    let ours: Vec<&Condition> = b
+        .status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == READY || c.type_ == TOKEN_VALID)
+        .collect();
+    let same = ours.len() == want.len()
+        && want.iter().all(|w| ours.contains(&w))
+        && b.status.observed_generation == Some(b.meta.generation);
+    if same {
+        return None;
+    }
+    // Conditions other tools set on the binding are kept; ours replace their previous selves.
+    let mut list: Vec<Value> = b
+        .status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != READY && c.type_ != TOKEN_VALID)
+        .map(to_json)
+        .collect();
+    list.extend(want.iter().map(to_json));
+    Some(json!({"conditions": list, "observedGeneration": b.meta.generation}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{ApiVersion, V1beta1Defaults};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-02 15:04:05 UTC);
+
+    fn binding(generation: i64, status: Value) -> Binding {
+        let obj = json!({
+            "apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
+            "metadata": {"namespace": "ns", "name": "b", "uid": "u", "resourceVersion": "1",
+                         "generation": generation},
+            "spec": {"acr": {"server": "r.azurecr.io", "scope": "repository:a:pull",
+                             "environment": "PublicCloud"},
+                     "auth": {"managedIdentity": {"clientID": "c"}}, "serviceAccountName": "default"},
+            "status": status,
+        });
+        Binding::decode(ApiVersion::V1beta2, &obj, &V1beta1Defaults::default()).unwrap()
+    }
+
+    fn apply(b: &mut Binding, patch: &Value) {
+        let mut status = json!({});
+        status["conditions"] = patch["conditions"].clone();
+        status["observedGeneration"] = patch["observedGeneration"].clone();
+        *b = binding(b.meta.generation, status);
+    }
+
+    #[test]
+    fn success_is_ready_with_a_valid_token() {
+        let b = binding(3, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let c = desired(&b, None, Some(exp), NOW);
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str()),
+            ("True", "PullSecretReady")
+        );
+        assert_eq!(
+            (c[1].status.as_str(), c[1].reason.as_str()),
+            ("True", "TokenValid")
+        );
+        assert_eq!(c[0].observed_generation, Some(3));
+        assert_eq!(c[0].last_transition_time, "2026-01-02T15:04:05Z");
+    }
+
+    #[test]
+    fn failure_keeps_the_token_valid_while_it_lasts() {
+        let b = binding(1, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let c = desired(&b, Some(r#"service account "x" not found"#), Some(exp), NOW);
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str()),
+            ("False", "ServiceAccountNotFound")
+        );
+        assert_eq!(c[1].status, "True");
+    }
+
+    #[test]
+    fn expired_and_missing_tokens_are_not_valid() {
+        let b = binding(1, json!({}));
+        let c = desired(&b, Some("failed to retrieve ARM token: x"), Some(NOW), NOW);
+        assert_eq!(
+            (c[1].status.as_str(), c[1].reason.as_str()),
+            ("False", "TokenExpired")
+        );
+        assert_eq!(c[0].reason, "TokenRequestFailed");
+        let c = desired(&b, None, None, NOW);
+        assert_eq!(
+            (c[0].status.as_str(), c[1].reason.as_str()),
+            ("Unknown", "NoToken")
+        );
+    }
+
+    #[test]
+    fn steady_state_needs_no_write() {
+        let mut b = binding(2, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let p = status_patch(&b, None, Some(exp), NOW).expect("first pass writes");
+        apply(&mut b, &p);
+        assert_eq!(
+            status_patch(&b, None, Some(exp), NOW + time::Duration::minutes(5)),
+            None
+        );
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let mut b = binding(1, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let first = status_patch(&b, None, Some(exp), NOW).unwrap();
+        apply(&mut b, &first);
+        let later = NOW + time::Duration::minutes(10);
+        let p = status_patch(
+            &b,
+            Some("failed to retrieve ACR token: boom"),
+            Some(exp),
+            later,
+        )
+        .unwrap();
+        let ready = &p["conditions"][0];
+        let token = &p["conditions"][1];
+        assert_eq!(ready["lastTransitionTime"], "2026-01-02T15:14:05Z");
+        assert_eq!(
+            token["lastTransitionTime"], "2026-01-02T15:04:05Z",
+            "TokenValid stayed True"
+        );
+    }
+
+    #[test]
+    fn a_spec_change_updates_observed_generation() {
+        let mut b = binding(1, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let first = status_patch(&b, None, Some(exp), NOW).unwrap();
+        apply(&mut b, &first);
+        b.meta.generation = 2;
+        let p = status_patch(&b, None, Some(exp), NOW).unwrap();
+        assert_eq!(p["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn foreign_conditions_are_kept() {
+        let b = binding(
+            1,
+            json!({"conditions": [{"type": "Audited", "status": "True", "reason": "Ok",
+                                   "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+        );
+        let p = status_patch(&b, None, None, NOW).unwrap();
+        assert_eq!(p["conditions"][0]["type"], "Audited");
+        assert_eq!(p["conditions"].as_array().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,49 @@
+//! Log setup: `RUST_LOG` (else `--zap-log-level`), human-readable lines or JSON.
+//!
+//! The HTTP and TLS libraries are capped at `info` whatever `RUST_LOG` says: at `trace` ureq logs
+//! request and response headers unredacted, and those carry bearer tokens.
+
+use std::io::Write;
+
+use crate::cli::LogFormat;
+
+/// Modules whose verbose levels could print credentials.
+const CAPPED: [&str; 3] = ["ureq", "ureq_proto", "rustls"];
+
+/// Installs the global logger.
+pub fn init(format: LogFormat, default_level: &str) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(default_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    for m in CAPPED {
+        b.filter_module(m, log::LevelFilter::Info);
+    }
+    match format {
+        LogFormat::Text => {
+            b.format(|buf, r| {
+                writeln!(
+                    buf,
+                    "{} {:<5} {}",
+                    buf.timestamp_millis(),
+                    r.level(),
+                    r.args()
+                )
+            });
+        }
+        LogFormat::Json => {
+            b.format(|buf, r| {
+                let line = serde_json::json!({
+                    "ts": buf.timestamp_millis().to_string(),
+                    "level": r.level().as_str().to_ascii_lowercase(),
+                    "target": r.target(),
+                    "msg": r.args().to_string(),
+                });
+                writeln!(buf, "{line}")
+            });
+        }
+    }
+    // A second init (tests) keeps the first logger.
+    let _ = b.try_init();
+}

@@ -1,0 +1,613 @@
+//! The controller's view of the cluster: compact records of bindings, our Secrets and the
+//! ServiceAccounts that matter, fed by the watches, with the indexes reconcile needs.
+//!
+//! Memory grows with the number of bindings, never with the size of the cluster: Secrets arrive
+//! label-selected, and a ServiceAccount is kept only while a binding targets it or it references a
+//! pull Secret named like ours. Every `apply_*` returns the bindings the change concerns, so the
+//! caller can queue them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::binding::{ApiVersion, Binding, V1beta1Defaults, KIND};
+use crate::names::{is_managed_name, BINDING_LABEL};
+use crate::plan::{Observed, SaObs, SecretObs};
+
+/// Identifies one binding: namespace first, so a namespace's bindings are one range of the map.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BindingKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Which of the two binding resources.
+    pub version: ApiVersion,
+}
+
+impl fmt::Display for BindingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = match self.version {
+            ApiVersion::V1beta1 => "v1beta1",
+            ApiVersion::V1beta2 => "v1beta2",
+        };
+        write!(f, "{}/{} ({v})", self.namespace, self.name)
+    }
+}
+
+/// A (namespace, name) pair.
+type NsName = (String, String);
+
+/// What reconcile needs besides the store: whether the target ServiceAccount must be fetched.
+pub enum Observation {
+    /// Everything needed is known.
+    Ready(Box<Observed>),
+    /// The target ServiceAccount is neither cached nor known to be absent: GET it first.
+    NeedServiceAccount {
+        /// Namespace.
+        namespace: String,
+        /// ServiceAccount name.
+        name: String,
+    },
+}
+
+/// The store itself. Not thread-safe; the controller wraps it in a `Mutex`.
+#[derive(Default)]
+pub struct Store {
+    defaults: V1beta1Defaults,
+    bindings: BTreeMap<BindingKey, Binding>,
+    /// Secrets carrying the binding label (the watch is label-selected).
+    secrets: BTreeMap<NsName, SecretObs>,
+    /// Unlabelled Secrets seen through a GET after a create conflicted (foreign, or legacy
+    /// msi-acrpull Secrets from before labels existed).
+    unlabelled: BTreeMap<NsName, SecretObs>,
+    sas: BTreeMap<NsName, SaObs>,
+    /// ServiceAccounts a GET found missing; the ServiceAccount watch clears them on creation.
+    absent_sas: BTreeSet<NsName>,
+}
+
+fn ns_name(obj: &Value) -> Option<NsName> {
+    let m = obj.get("metadata")?;
+    Some((
+        m.get("namespace")?.as_str()?.to_string(),
+        m.get("name")?.as_str()?.to_string(),
+    ))
+}
+
+/// Resource versions are opaque, but every API server issues increasing integers; when both parse,
+/// an event no newer than what we hold changes nothing. That is how the echo of our own write (whose
+/// response the store already holds) is told apart from someone else's change: it must not queue the
+/// binding again, or every failing pass would trigger the next one at once.
+fn is_not_newer(candidate: &str, current: &str) -> bool {
+    match (candidate.parse::<u64>(), current.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a <= b,
+        _ => candidate == current,
+    }
+}
+
+impl Store {
+    /// An empty store decoding v1beta1 bindings with these defaults.
+    pub fn new(defaults: V1beta1Defaults) -> Store {
+        Store {
+            defaults,
+            ..Store::default()
+        }
+    }
+
+    /// How many bindings are known.
+    pub fn binding_count(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// All binding keys (for a resync).
+    pub fn binding_keys(&self) -> Vec<BindingKey> {
+        self.bindings.keys().cloned().collect()
+    }
+
+    /// Bindings by state (error in status; token in status; neither) and the earliest token
+    /// expiry among them.
+    pub fn binding_states(&self) -> (crate::metrics::BindingCounts, Option<time::OffsetDateTime>) {
+        let mut c = crate::metrics::BindingCounts::default();
+        let mut earliest: Option<time::OffsetDateTime> = None;
+        for b in self.bindings.values() {
+            if b.status.error.as_deref().is_some_and(|e| !e.is_empty()) {
+                c.error += 1;
+            } else if b.status.token_expiration_time.is_some() {
+                c.ready += 1;
+            } else {
+                c.pending += 1;
+            }
+            if let Some(t) = b.status.token_expiration_time {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        }
+        (c, earliest)
+    }
+
+    /// A binding, if known.
+    pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
+        self.bindings.get(key)
+    }
+
+    fn range_ns<'a, V>(
+        map: &'a BTreeMap<NsName, V>,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a NsName, &'a V)> + 'a {
+        map.range((ns.to_string(), String::new())..)
+            .take_while(move |((n, _), _)| n == ns)
+    }
+
+    fn bindings_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Binding> + 'a {
+        let start = BindingKey {
+            namespace: ns.to_string(),
+            name: String::new(),
+            version: ApiVersion::V1beta1,
+        };
+        self.bindings
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace == ns)
+            .map(|(_, b)| b)
+    }
+
+    fn key_of(b: &Binding) -> BindingKey {
+        BindingKey {
+            namespace: b.meta.namespace.clone(),
+            name: b.meta.name.clone(),
+            version: b.version,
+        }
+    }
+
+    // ---- bindings ----
+
+    /// Records a binding as the API server returned it. `Ok(None)` when it changes nothing we hold
+    /// (an echo of our own write, or a stale event); an error if it cannot be decoded at all.
+    pub fn apply_binding(
+        &mut self,
+        version: ApiVersion,
+        obj: &Value,
+    ) -> Result<Option<BindingKey>, crate::binding::DecodeError> {
+        let b = Binding::decode(version, obj, &self.defaults)?;
+        let key = Self::key_of(&b);
+        if let Some(old) = self.bindings.get(&key) {
+            if old.meta.uid == b.meta.uid
+                && is_not_newer(&b.meta.resource_version, &old.meta.resource_version)
+            {
+                return Ok(None);
+            }
+        }
+        self.bindings.insert(key.clone(), b);
+        Ok(Some(key))
+    }
+
+    /// Forgets a deleted binding.
+    pub fn delete_binding(&mut self, version: ApiVersion, obj: &Value) -> Option<BindingKey> {
+        let (namespace, name) = ns_name(obj)?;
+        let key = BindingKey {
+            namespace,
+            name,
+            version,
+        };
+        self.bindings.remove(&key).map(|_| key)
+    }
+
+    /// Replaces every binding of `version` after a relist; returns every key that changed or went.
+    pub fn restart_bindings(&mut self, version: ApiVersion, objs: &[Value]) -> Vec<BindingKey> {
+        let old: BTreeSet<BindingKey> = self
+            .bindings
+            .keys()
+            .filter(|k| k.version == version)
+            .cloned()
+            .collect();
+        for k in &old {
+            self.bindings.remove(k);
+        }
+        let mut keys = BTreeSet::new();
+        for obj in objs {
+            match self.apply_binding(version, obj) {
+                Ok(k) => keys.extend(k),
+                Err(e) => log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}"),
+            }
+        }
+        // Bindings that vanished while we were disconnected need no work (their finalizer kept
+        // them until we cleaned up, or they never had one); queue them anyway so the queue forgets them.
+        keys.extend(old);
+        keys.into_iter().collect()
+    }
+
+    // ---- Secrets ----
+
+    /// The bindings a Secret may belong to: its controller owner, and bindings in its namespace
+    /// whose label value matches its label.
+    fn secret_owners(&self, ns: &str, s: &SecretObs) -> Vec<BindingKey> {
+        let mut keys = BTreeSet::new();
+        for r in s
+            .owner_refs
+            .iter()
+            .filter(|r| r.controller && r.kind == KIND)
+        {
+            let version = match r.api_version.split('/').next() {
+                Some("acrpull.microsoft.com") => ApiVersion::V1beta2,
+                Some("msi-acrpull.microsoft.com") => ApiVersion::V1beta1,
+                _ => continue,
+            };
+            keys.insert(BindingKey {
+                namespace: ns.to_string(),
+                name: r.name.clone(),
+                version,
+            });
+        }
+        if let Some(label) = s.labels.get(BINDING_LABEL) {
+            for b in self.bindings_in(ns) {
+                if &b.label_value() == label || b.secret_name() == s.name {
+                    keys.insert(Self::key_of(b));
+                }
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    /// Records a labelled Secret.
+    pub fn apply_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
+        let (Some(id), Some(s)) = (ns_name(obj), SecretObs::from_object(obj)) else {
+            return Vec::new();
+        };
+        if let Some(old) = self.secrets.get(&id).or_else(|| self.unlabelled.get(&id)) {
+            if old.uid == s.uid && is_not_newer(&s.resource_version, &old.resource_version) {
+                return Vec::new();
+            }
+        }
+        let keys = self.secret_owners(&id.0, &s);
+        self.unlabelled.remove(&id);
+        if s.labels.contains_key(BINDING_LABEL) {
+            self.secrets.insert(id, s);
+        } else {
+            self.secrets.remove(&id);
+            self.unlabelled.insert(id, s);
+        }
+        keys
+    }
+
+    /// Records a Secret read with a GET (it may carry no label).
+    pub fn apply_fetched_secret(&mut self, obj: &Value) {
+        self.apply_secret(obj);
+    }
+
+    /// Forgets a deleted Secret.
+    pub fn delete_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
+        let Some(id) = ns_name(obj) else {
+            return Vec::new();
+        };
+        self.unlabelled.remove(&id);
+        match self.secrets.remove(&id) {
+            Some(s) => self.secret_owners(&id.0, &s),
+            None => SecretObs::from_object(obj)
+                .map(|s| self.secret_owners(&id.0, &s))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Forgets a Secret by name (our own delete succeeded or found it gone).
+    pub fn remove_secret(&mut self, ns: &str, name: &str) {
+        let id = (ns.to_string(), name.to_string());
+        self.secrets.remove(&id);
+        self.unlabelled.remove(&id);
+    }
+
+    /// Replaces every labelled Secret after a relist.
+    pub fn restart_secrets(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+        let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
+        let old = std::mem::take(&mut self.secrets);
+        for ((ns, _), s) in &old {
+            keys.extend(self.secret_owners(ns, s));
+        }
+        for obj in objs {
+            keys.extend(self.apply_secret(obj));
+        }
+        keys.into_iter().collect()
+    }
+
+    // ---- ServiceAccounts ----
+
+    fn sa_concerns(&self, ns: &str, sa: &SaObs) -> Vec<BindingKey> {
+        self.bindings_in(ns)
+            .filter(|b| {
+                b.target_service_account.as_deref() == Some(sa.name.as_str())
+                    || sa
+                        .image_pull_secrets
+                        .iter()
+                        .any(|n| *n == b.secret_name() || self.owned_secret_named(b, n))
+            })
+            .map(Self::key_of)
+            .collect()
+    }
+
+    fn owned_secret_named(&self, b: &Binding, name: &str) -> bool {
+        self.secrets
+            .get(&(b.meta.namespace.clone(), name.to_string()))
+            .is_some_and(|s| s.labels.get(BINDING_LABEL) == Some(&b.label_value()))
+    }
+
+    fn sa_is_relevant(sa: &SaObs, concerns: &[BindingKey]) -> bool {
+        !concerns.is_empty() || sa.image_pull_secrets.iter().any(|n| is_managed_name(n))
+    }
+
+    /// Records a ServiceAccount if it matters to a binding; drops it otherwise.
+    pub fn apply_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
+        let (Some(id), Some(sa)) = (ns_name(obj), SaObs::from_object(obj)) else {
+            return Vec::new();
+        };
+        self.absent_sas.remove(&id);
+        if let Some(old) = self.sas.get(&id) {
+            if is_not_newer(&sa.resource_version, &old.resource_version) {
+                return Vec::new();
+            }
+        }
+        let concerns = self.sa_concerns(&id.0, &sa);
+        if Self::sa_is_relevant(&sa, &concerns) {
+            self.sas.insert(id, sa);
+        } else {
+            self.sas.remove(&id);
+        }
+        concerns
+    }
+
+    /// Records a ServiceAccount read with a GET for a binding that targets it.
+    pub fn apply_fetched_sa(&mut self, obj: &Value) {
+        if let (Some(id), Some(sa)) = (ns_name(obj), SaObs::from_object(obj)) {
+            self.absent_sas.remove(&id);
+            self.sas.insert(id, sa);
+        }
+    }
+
+    /// Records that a GET found no such ServiceAccount.
+    pub fn mark_sa_absent(&mut self, ns: &str, name: &str) {
+        let id = (ns.to_string(), name.to_string());
+        self.sas.remove(&id);
+        self.absent_sas.insert(id);
+    }
+
+    /// Forgets a deleted ServiceAccount.
+    pub fn delete_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
+        let Some(id) = ns_name(obj) else {
+            return Vec::new();
+        };
+        self.sas.remove(&id);
+        self.absent_sas.insert(id.clone());
+        let sa = SaObs {
+            name: id.1.clone(),
+            resource_version: String::new(),
+            image_pull_secrets: Vec::new(),
+        };
+        self.sa_concerns(&id.0, &sa)
+    }
+
+    /// Replaces every kept ServiceAccount after a relist.
+    pub fn restart_sas(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+        let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
+        let old = std::mem::take(&mut self.sas);
+        self.absent_sas.clear();
+        for ((ns, _), sa) in &old {
+            keys.extend(self.sa_concerns(ns, sa));
+        }
+        for obj in objs {
+            keys.extend(self.apply_sa(obj));
+        }
+        keys.into_iter().collect()
+    }
+
+    // ---- observation ----
+
+    /// Everything the planner needs about `key`, or `None` if the binding is gone.
+    pub fn observe(&self, key: &BindingKey) -> Option<Observation> {
+        let b = self.bindings.get(key)?;
+        let ns = &key.namespace;
+        let label = b.label_value();
+        let expected = b.secret_name();
+        let mut secrets: Vec<SecretObs> = Self::range_ns(&self.secrets, ns)
+            .filter(|(_, s)| s.labels.get(BINDING_LABEL) == Some(&label) || s.name == expected)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if let Some(s) = self.unlabelled.get(&(ns.clone(), expected.clone())) {
+            secrets.push(s.clone());
+        }
+        let target_sa = match &b.target_service_account {
+            None => None,
+            Some(name) => {
+                let id = (ns.clone(), name.clone());
+                match self.sas.get(&id) {
+                    Some(sa) => Some(sa.clone()),
+                    None if self.absent_sas.contains(&id) => None,
+                    None => {
+                        return Some(Observation::NeedServiceAccount {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                        })
+                    }
+                }
+            }
+        };
+        let mut ours: BTreeSet<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+        ours.insert(expected.as_str());
+        let other_sas = Self::range_ns(&self.sas, ns)
+            .filter(|((_, n), _)| Some(n) != b.target_service_account.as_ref())
+            .filter(|(_, sa)| {
+                sa.image_pull_secrets
+                    .iter()
+                    .any(|p| ours.contains(p.as_str()))
+            })
+            .map(|(_, sa)| sa.clone())
+            .collect();
+        Some(Observation::Ready(Box::new(Observed {
+            binding: b.clone(),
+            secrets,
+            target_sa,
+            other_sas,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn binding(ns: &str, name: &str, sa: &str, rv: &str) -> Value {
+        json!({
+            "apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
+            "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}"), "resourceVersion": rv},
+            "spec": {"acr": {"server": "r.azurecr.io", "scope": "repository:a:pull", "environment": "PublicCloud"},
+                     "auth": {"managedIdentity": {"clientID": "c"}}, "serviceAccountName": sa}
+        })
+    }
+
+    fn sa(ns: &str, name: &str, pulls: &[&str], rv: &str) -> Value {
+        let pulls: Vec<Value> = pulls.iter().map(|p| json!({"name": p})).collect();
+        json!({"metadata": {"namespace": ns, "name": name, "resourceVersion": rv}, "imagePullSecrets": pulls})
+    }
+
+    fn secret(ns: &str, name: &str, label: Option<&str>, owner: &str, rv: &str) -> Value {
+        let mut labels = serde_json::Map::new();
+        if let Some(l) = label {
+            labels.insert(BINDING_LABEL.into(), l.into());
+        }
+        json!({"metadata": {"namespace": ns, "name": name, "uid": format!("s-{name}"), "resourceVersion": rv,
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
+                                  "name": owner, "uid": format!("uid-{owner}"), "controller": true}]},
+            "type": "kubernetes.io/dockerconfigjson"})
+    }
+
+    fn ready(o: Option<Observation>) -> Observed {
+        match o {
+            Some(Observation::Ready(o)) => *o,
+            Some(Observation::NeedServiceAccount { name, .. }) => panic!("needs SA {name}"),
+            None => panic!("binding gone"),
+        }
+    }
+
+    fn key(ns: &str, name: &str) -> BindingKey {
+        BindingKey {
+            namespace: ns.into(),
+            name: name.into(),
+            version: ApiVersion::V1beta2,
+        }
+    }
+
+    #[test]
+    fn unrelated_service_accounts_are_not_kept() {
+        let mut s = Store::default();
+        assert!(s
+            .apply_sa(&sa("ns", "builder", &["registry-creds"], "1"))
+            .is_empty());
+        assert!(s.sas.is_empty());
+    }
+
+    #[test]
+    fn targeted_service_account_is_kept_and_queues_its_binding() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "puller", "1"))
+            .unwrap();
+        let keys = s.apply_sa(&sa("ns", "puller", &[], "2"));
+        assert_eq!(keys, vec![key("ns", "b")]);
+        assert_eq!(
+            ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name,
+            "puller"
+        );
+    }
+
+    #[test]
+    fn unknown_target_asks_for_a_get_and_absent_target_does_not() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "puller", "1"))
+            .unwrap();
+        assert!(matches!(
+            s.observe(&key("ns", "b")),
+            Some(Observation::NeedServiceAccount { .. })
+        ));
+        s.mark_sa_absent("ns", "puller");
+        assert!(ready(s.observe(&key("ns", "b"))).target_sa.is_none());
+    }
+
+    #[test]
+    fn secret_event_queues_its_owner() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "1"))
+            .unwrap();
+        let keys = s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "3"));
+        assert_eq!(keys, vec![key("ns", "b")]);
+        let o = ready({
+            s.mark_sa_absent("ns", "default");
+            s.observe(&key("ns", "b"))
+        });
+        assert_eq!(o.secrets.len(), 1);
+    }
+
+    #[test]
+    fn older_watch_event_does_not_replace_a_newer_write() {
+        let mut s = Store::default();
+        s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "9"));
+        s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "5"));
+        let kept = s
+            .secrets
+            .get(&("ns".to_string(), "acr-pull-b".to_string()))
+            .unwrap();
+        assert_eq!(kept.resource_version, "9");
+    }
+
+    #[test]
+    fn echo_of_our_own_write_queues_nothing() {
+        let mut s = Store::default();
+        let k = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "4"))
+            .unwrap();
+        assert_eq!(k, Some(key("ns", "b")));
+        let echo = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "4"))
+            .unwrap();
+        assert_eq!(echo, None);
+        s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "7"));
+        assert!(s
+            .apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "7"))
+            .is_empty());
+        let newer = s
+            .apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "9"))
+            .unwrap();
+        assert_eq!(newer, Some(key("ns", "b")));
+    }
+
+    #[test]
+    fn relist_drops_secrets_deleted_while_disconnected() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "default", "1"))
+            .unwrap();
+        s.apply_secret(&secret("ns", "acr-pull-b", Some("b"), "b", "3"));
+        let keys = s.restart_secrets(&[]);
+        assert_eq!(keys, vec![key("ns", "b")]);
+        assert!(s.secrets.is_empty());
+    }
+
+    #[test]
+    fn old_service_account_referencing_our_secret_is_observed() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "new", "1"))
+            .unwrap();
+        s.apply_sa(&sa("ns", "old", &["acr-pull-b", "other"], "2"));
+        s.apply_sa(&sa("ns", "new", &[], "3"));
+        let o = ready(s.observe(&key("ns", "b")));
+        assert_eq!(o.other_sas.len(), 1);
+        assert_eq!(o.other_sas[0].name, "old");
+    }
+
+    #[test]
+    fn bindings_of_other_namespaces_are_not_observed() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("a", "b", "default", "1"))
+            .unwrap();
+        s.apply_binding(ApiVersion::V1beta2, &binding("b", "b", "default", "1"))
+            .unwrap();
+        s.apply_secret(&secret("b", "acr-pull-b", Some("b"), "b", "3"));
+        s.mark_sa_absent("a", "default");
+        assert!(ready(s.observe(&key("a", "b"))).secrets.is_empty());
+    }
+}

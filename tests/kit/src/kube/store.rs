@@ -1,0 +1,1053 @@
+//! The object store: one global resourceVersion counter, the event log, and write semantics
+//! (create, update, status, patch, delete, finalizers) as kube-apiserver applies them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::patch::{self, PatchError};
+use super::resources::{self, ResourceType, ALL};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::validate;
+
+/// Where the resourceVersion counter starts: far from 0 so "0" and small numbers stay special.
+const FIRST_RV: u64 = 1000;
+/// Default number of events kept for watch resumes.
+const DEFAULT_HISTORY: usize = 10_000;
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed (the object is its last state).
+    Deleted,
+}
+
+impl EventKind {
+    /// The watch event `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One write, as watchers replay it.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion this write produced.
+    pub rv: u64,
+    /// Index of the resource type in [`ALL`].
+    pub res: usize,
+    /// What happened.
+    pub kind: EventKind,
+    /// The object after the write (for deletes: its last state, carrying the delete's rv).
+    pub object: Value,
+    /// The object before the write (modifications only), for label-selected watches.
+    pub prev: Option<Value>,
+}
+
+/// How a watch that asks for a resourceVersion older than the history is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiredWatch {
+    /// HTTP 200 then one `ERROR` event carrying a 410 `Status` (what kube-apiserver does).
+    #[default]
+    InStream,
+    /// HTTP 410 with the `Status` as the body.
+    Http,
+}
+
+/// A key in the store: resource index, namespace (`""` for cluster-scoped), name.
+pub type ObjKey = (usize, String, String);
+
+/// Everything behind the store's one mutex.
+pub struct State {
+    /// The last resourceVersion handed out.
+    pub rv: u64,
+    /// Live objects.
+    pub objects: BTreeMap<ObjKey, Value>,
+    /// Recent events, oldest first, strictly increasing rv.
+    pub log: VecDeque<Arc<Event>>,
+    /// How many events `log` keeps.
+    pub history_limit: usize,
+    /// Highest rv of an event dropped from `log`: a live watcher behind it has missed events.
+    pub dropped_through: u64,
+    /// Oldest rv a new watch or continue token may resume from.
+    pub compacted: u64,
+    /// Bumped by `cut_watches`: open streams whose epoch differs are cut.
+    pub cut_epoch: u64,
+    /// Set when the server shuts down: every stream and background thread ends.
+    pub stopping: bool,
+    /// Custom resource types whose CRD is "not installed" (indices into [`ALL`]).
+    pub missing: Vec<usize>,
+    /// Namespaces waiting for their `default` ServiceAccount, with the time it is due.
+    pub pending_default_sa: Vec<(Instant, String)>,
+    /// Delay before a new namespace gets its `default` ServiceAccount.
+    pub default_sa_delay: Duration,
+    /// Interval between BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// How a too-old watch is refused.
+    pub expired_watch: ExpiredWatch,
+    /// The chart's admission policies, when enabled.
+    pub policies: Option<super::admission::Policies>,
+    /// The user whose request is being applied (set by the handler for the write's duration).
+    pub acting_user: String,
+}
+
+/// The store: state plus the condition variable every watcher and background thread waits on.
+pub struct Store {
+    state: Mutex<State>,
+    /// Notified after every write and every control change.
+    pub changed: Condvar,
+}
+
+/// Preconditions a DELETE may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// The object's uid must be this.
+    pub uid: Option<String>,
+    /// The object's resourceVersion must be this.
+    pub resource_version: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Debug)]
+pub struct Page {
+    /// The items, in key order.
+    pub items: Vec<Value>,
+    /// The list's resourceVersion.
+    pub rv: u64,
+    /// The token for the next page, if any.
+    pub continue_token: Option<String>,
+    /// How many matching items follow this page.
+    pub remaining: usize,
+}
+
+/// How a PATCH body is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/merge-patch+json`.
+    Merge,
+    /// `application/json-patch+json`.
+    Json,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
+}
+
+fn now_rfc3339() -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .expect("a UTC timestamp always formats")
+}
+
+/// A pseudo-random 64-bit value: distinct per call, unpredictable enough for uids and names.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A random value for tokens the emulator hands out.
+pub fn random_token() -> u64 {
+    random_u64()
+}
+
+fn new_uid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The 5-character suffix `generateName` gets (the real alphabet avoids vowels and look-alikes).
+fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut r = random_u64();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(r % ALPHABET.len() as u64) as usize] as char;
+            r /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// The labels of an object as a map.
+pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj["metadata"][field].as_str().unwrap_or("")
+}
+
+fn set_rv(obj: &mut Value, rv: u64) {
+    obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The object without `metadata` and `status`: what `generation` tracks.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    o
+}
+
+/// A continue token: the list's rv and the last key returned.
+fn encode_continue(rv: u64, key: &ObjKey) -> String {
+    use base64::Engine as _;
+    let raw = json!({"rv": rv, "ns": key.1, "name": key.2}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Option<(u64, String, String)> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    Some((
+        v["rv"].as_u64()?,
+        v["ns"].as_str()?.to_string(),
+        v["name"].as_str()?.to_string(),
+    ))
+}
+
+impl Default for State {
+    fn default() -> State {
+        State::new()
+    }
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store::new()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Store {
+        Store {
+            state: Mutex::new(State::new()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Locks the state. A panic in another thread never poisons the emulator for good.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the locked state, then wakes every waiter.
+    pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.lock());
+        self.changed.notify_all();
+        out
+    }
+}
+
+impl State {
+    /// An empty state with the defaults.
+    pub fn new() -> State {
+        State {
+            rv: FIRST_RV,
+            objects: BTreeMap::new(),
+            log: VecDeque::new(),
+            history_limit: DEFAULT_HISTORY,
+            dropped_through: 0,
+            compacted: FIRST_RV,
+            cut_epoch: 0,
+            stopping: false,
+            missing: Vec::new(),
+            pending_default_sa: Vec::new(),
+            default_sa_delay: Duration::from_millis(150),
+            bookmark_interval: Duration::from_secs(3),
+            expired_watch: ExpiredWatch::InStream,
+            policies: None,
+            acting_user: String::new(),
+        }
+    }
+
+    /// Whether this resource type is served (its CRD installed).
+    pub fn installed(&self, rt: &ResourceType) -> bool {
+        !self.missing.contains(&rt.index())
+    }
+
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn record(&mut self, rt: &ResourceType, kind: EventKind, object: Value, prev: Option<Value>) {
+        self.log.push_back(Arc::new(Event {
+            rv: self.rv,
+            res: rt.index(),
+            kind,
+            object,
+            prev,
+        }));
+        while self.log.len() > self.history_limit {
+            if let Some(e) = self.log.pop_front() {
+                self.dropped_through = e.rv;
+                self.compacted = self.compacted.max(e.rv);
+            }
+        }
+    }
+
+    /// Drops the whole history and moves the resume point past every rv handed out so far:
+    /// the next resume or continue with an older rv gets 410.
+    pub fn compact(&mut self) {
+        if let Some(last) = self.log.back() {
+            self.dropped_through = last.rv;
+        }
+        self.log.clear();
+        let rv = self.next_rv();
+        self.compacted = rv;
+    }
+
+    /// Sets the history size, trimming at once.
+    pub fn set_history_limit(&mut self, n: usize) {
+        self.history_limit = n;
+        while self.log.len() > n {
+            if let Some(e) = self.log.pop_front() {
+                self.dropped_through = e.rv;
+                self.compacted = self.compacted.max(e.rv);
+            }
+        }
+    }
+
+    fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
+        let ns = if rt.namespaced { ns } else { "" };
+        (rt.index(), ns.to_string(), name.to_string())
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&State::key(rt, ns, name))
+    }
+
+    /// Checks the namespace a namespaced write goes to: it must exist and not be terminating.
+    fn check_namespace(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        match self.get(&resources::NAMESPACES, "", ns) {
+            None => Err(ApiError::not_found(&resources::NAMESPACES, ns)),
+            Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    rt.qualified(),
+                    name
+                ),
+                details: Some(json!({"kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+                retry_after: None,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Type-specific validation and defaulting, on create and update.
+    fn validate(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        validate::metadata(rt, obj)?;
+        if std::ptr::eq(rt, &resources::SECRETS) {
+            validate::secret(obj)?;
+        }
+        if std::ptr::eq(rt, &resources::EVENTS) {
+            validate::event(obj)?;
+        }
+        if rt.custom {
+            let name = meta_str(obj, "name").to_string();
+            super::crd::validate(rt, &name, obj)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the enabled admission policies on a write by the acting user.
+    fn admit(&self, rt: &ResourceType, old: Option<&Value>, new: &Value) -> Result<(), ApiError> {
+        match &self.policies {
+            Some(p) => p.write(&self.acting_user, rt, old, new),
+            None => Ok(()),
+        }
+    }
+
+    /// POST: creates an object.
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let body_ns = meta_str(&obj, "namespace");
+        if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+        if meta_str(&obj, "name").is_empty() {
+            let prefix = meta_str(&obj, "generateName").to_string();
+            if !prefix.is_empty() {
+                obj["metadata"]["name"] = Value::String(format!("{prefix}{}", name_suffix()));
+            }
+        }
+        // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
+        self.check_namespace(rt, ns, meta_str(&obj, "name"))?;
+        Self::validate(rt, &mut obj)?;
+        self.admit(rt, None, &obj)?;
+        if !meta_str(&obj, "resourceVersion").is_empty() {
+            return Err(ApiError::rv_on_create());
+        }
+        let name = meta_str(&obj, "name").to_string();
+        let key = State::key(rt, ns, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("made an object above");
+        for server_owned in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+        ] {
+            meta.remove(server_owned);
+        }
+        meta.insert("uid".into(), Value::String(new_uid()));
+        meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+        if rt.namespaced {
+            meta.insert("namespace".into(), Value::String(ns.to_string()));
+        } else {
+            meta.remove("namespace");
+        }
+        if rt.custom {
+            meta.insert("generation".into(), json!(1));
+            // The status subresource makes status server-owned: a create cannot set it.
+            obj.as_object_mut().expect("an object").remove("status");
+        }
+        obj["apiVersion"] = Value::String(rt.api_version());
+        obj["kind"] = Value::String(rt.kind.to_string());
+        if std::ptr::eq(rt, &resources::NAMESPACES) {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+            let due = Instant::now() + self.default_sa_delay;
+            self.pending_default_sa.push((due, name.clone()));
+        }
+        let rv = self.next_rv();
+        set_rv(&mut obj, rv);
+        self.objects.insert(key, obj.clone());
+        self.record(rt, EventKind::Added, obj.clone(), None);
+        Ok(obj)
+    }
+
+    /// PUT (`status` false) or PUT to `/status` (`status` true).
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
+        let key = State::key(rt, ns, name);
+        let old = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        let body_name = meta_str(&body, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let want_rv = meta_str(&body, "resourceVersion");
+        if !want_rv.is_empty() && want_rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict(rt, name));
+        }
+        let mut new = if status {
+            let mut n = old.clone();
+            match body.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    n.as_object_mut()
+                        .expect("stored objects are objects")
+                        .remove("status");
+                }
+            }
+            n
+        } else {
+            let mut n = body;
+            if !n["metadata"].is_object() {
+                n["metadata"] = json!({});
+            }
+            for immutable in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old["metadata"].get(immutable) {
+                    Some(v) => n["metadata"][immutable] = v.clone(),
+                    None => {
+                        n["metadata"]
+                            .as_object_mut()
+                            .expect("made an object")
+                            .remove(immutable);
+                    }
+                }
+            }
+            if rt.custom {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        n.as_object_mut().expect("an object").remove("status");
+                    }
+                }
+            }
+            if std::ptr::eq(rt, &resources::NAMESPACES) {
+                n["status"] = old["status"].clone();
+                n["spec"] = old["spec"].clone();
+            }
+            n
+        };
+        new["apiVersion"] = Value::String(rt.api_version());
+        new["kind"] = Value::String(rt.kind.to_string());
+        Self::validate(rt, &mut new)?;
+        if !status {
+            self.admit(rt, Some(&old), &new)?;
+        }
+        if std::ptr::eq(rt, &resources::SECRETS) && new["type"] != old["type"] {
+            let t = new["type"].as_str().unwrap_or("").to_string();
+            return Err(ApiError::invalid_value(
+                rt,
+                name,
+                "type",
+                &t,
+                "field is immutable",
+            ));
+        }
+        if std::ptr::eq(rt, &resources::SECRETS)
+            && old["immutable"] == json!(true)
+            && (new["data"] != old["data"] || new["immutable"] != old["immutable"])
+        {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                "data",
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            let before = finalizers(&old);
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let quoted: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    "metadata.finalizers",
+                    "FieldValueForbidden",
+                    &format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        quoted.join(", ")
+                    ),
+                ));
+            }
+        }
+        if rt.custom && !status && spec_part(&new) != spec_part(&old) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+        set_rv(
+            &mut new,
+            old["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .parse()
+                .unwrap_or(0),
+        );
+        if new == old {
+            // kube-apiserver skips a write whose bytes are unchanged: same rv, no event.
+            return Ok(old);
+        }
+        let rv = self.next_rv();
+        set_rv(&mut new, rv);
+        if !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty() {
+            self.objects.remove(&key);
+            self.record(rt, EventKind::Deleted, new.clone(), Some(old));
+            self.after_delete(rt, &new);
+            return Ok(new);
+        }
+        self.objects.insert(key, new.clone());
+        self.record(rt, EventKind::Modified, new.clone(), Some(old));
+        Ok(new)
+    }
+
+    /// PATCH (`status` true for `/status`).
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
+        let old = self
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let patched = match kind {
+            PatchType::Strategic if rt.custom => {
+                return Err(ApiError::unsupported_media_type(
+                    "application/strategic-merge-patch+json",
+                ))
+            }
+            PatchType::Strategic => {
+                if !body.is_object() {
+                    return Err(ApiError::bad_request(
+                        "json: cannot unmarshal into Go value of type map[string]interface {}"
+                            .into(),
+                    ));
+                }
+                let mut p = old.clone();
+                patch::strategic_merge_patch(&mut p, body, rt.plural);
+                p
+            }
+            PatchType::Merge => {
+                if !body.is_object() {
+                    return Err(ApiError::bad_request(
+                        "json: cannot unmarshal into Go value of type map[string]interface {}"
+                            .into(),
+                    ));
+                }
+                let mut p = old.clone();
+                patch::merge_patch(&mut p, body);
+                p
+            }
+            PatchType::Json => match patch::json_patch(&old, body) {
+                Ok(p) => p,
+                Err(PatchError::Malformed(m)) => return Err(ApiError::bad_request(m)),
+                Err(PatchError::Apply(m)) => return Err(ApiError::patch_failed(&m)),
+            },
+        };
+        self.update(rt, ns, name, patched, status)
+    }
+
+    /// DELETE: removes the object, or marks it for deletion while finalizers remain.
+    /// Returns the object's state after the call.
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        pre: &Preconditions,
+    ) -> Result<Value, ApiError> {
+        let key = State::key(rt, ns, name);
+        let old = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if let Some(uid) = &pre.uid {
+            let actual = meta_str(&old, "uid");
+            if uid != actual {
+                return Err(ApiError::conflict_because(
+                    rt,
+                    name,
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                ));
+            }
+        }
+        if let Some(want) = &pre.resource_version {
+            let actual = meta_str(&old, "resourceVersion");
+            if want != actual {
+                return Err(ApiError::conflict_because(
+                    rt,
+                    name,
+                    &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {actual}"),
+                ));
+            }
+        }
+        let is_ns = std::ptr::eq(rt, &resources::NAMESPACES);
+        if !finalizers(&old).is_empty() || is_ns {
+            if !old["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(old);
+            }
+            let mut new = old.clone();
+            new["metadata"]["deletionTimestamp"] = Value::String(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if is_ns {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            let rv = self.next_rv();
+            set_rv(&mut new, rv);
+            self.objects.insert(key, new.clone());
+            self.record(rt, EventKind::Modified, new.clone(), Some(old));
+            if is_ns {
+                self.empty_namespace(name);
+            }
+            return Ok(new);
+        }
+        let mut gone = old.clone();
+        let rv = self.next_rv();
+        set_rv(&mut gone, rv);
+        self.objects.remove(&key);
+        self.record(rt, EventKind::Deleted, gone.clone(), Some(old));
+        self.after_delete(rt, &gone);
+        Ok(gone)
+    }
+
+    /// A terminating namespace goes away with its last object.
+    fn after_delete(&mut self, rt: &ResourceType, gone: &Value) {
+        if rt.namespaced {
+            let ns = meta_str(gone, "namespace").to_string();
+            self.finish_namespace(&ns);
+        }
+    }
+
+    /// What the namespace controller does: deletes everything in a terminating namespace.
+    fn empty_namespace(&mut self, ns: &str) {
+        let keys: Vec<ObjKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.1 == ns && ALL[k.0].namespaced)
+            .cloned()
+            .collect();
+        for (res, ns, name) in keys {
+            // Errors cannot happen: the object was just listed and no preconditions are set.
+            let _ = self.delete(ALL[res], &ns, &name, &Preconditions::default());
+        }
+        self.finish_namespace(ns);
+    }
+
+    /// Removes a terminating namespace once nothing is left in it.
+    pub fn finish_namespace(&mut self, ns: &str) {
+        let terminating = self
+            .get(&resources::NAMESPACES, "", ns)
+            .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
+        let empty = !self
+            .objects
+            .keys()
+            .any(|k| k.1 == ns && ALL[k.0].namespaced);
+        if terminating && empty {
+            let key = State::key(&resources::NAMESPACES, "", ns);
+            if let Some(old) = self.objects.remove(&key) {
+                let mut gone = old.clone();
+                let rv = self.next_rv();
+                set_rv(&mut gone, rv);
+                self.record(&resources::NAMESPACES, EventKind::Deleted, gone, Some(old));
+            }
+        }
+    }
+
+    /// LIST: matching objects in key order, paged by `limit`/`continue`.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<Page, ApiError> {
+        let mut after: Option<(String, String)> = None;
+        let mut list_rv = self.rv;
+        if let Some(t) = continue_token.filter(|t| !t.is_empty()) {
+            let (rv, cns, cname) = decode_continue(t).ok_or_else(|| {
+                ApiError::bad_request(
+                    "continue key is not valid: illegal base64 data at input byte 0".into(),
+                )
+            })?;
+            if rv < self.compacted {
+                return Err(ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into(),
+                ));
+            }
+            // Simplification: later pages show the current state, not a snapshot at `rv`; the
+            // list keeps reporting the first page's rv, as the real server does.
+            list_rv = rv;
+            after = Some((cns, cname));
+        }
+        let idx = rt.index();
+        let matching = self
+            .objects
+            .range((idx, String::new(), String::new())..)
+            .take_while(|(k, _)| k.0 == idx)
+            .filter(|(k, _)| ns.is_none_or(|n| k.1 == n))
+            .filter(|(k, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(an, am)| (&k.1, &k.2) > (an, am))
+            })
+            .filter(|(k, v)| labels.matches(&labels_of(v)) && fields.matches(&k.2, &k.1));
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut remaining = 0;
+        for (k, v) in matching {
+            if limit.is_some_and(|l| l > 0 && items.len() >= l) {
+                remaining += 1;
+                continue;
+            }
+            items.push(v.clone());
+            last_key = Some(k.clone());
+        }
+        let continue_token = match (remaining, last_key) {
+            (r, Some(k)) if r > 0 => Some(encode_continue(list_rv, &k)),
+            _ => None,
+        };
+        Ok(Page {
+            items,
+            rv: list_rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// Events with rv strictly after `rv`, oldest first.
+    pub fn events_after(&self, rv: u64) -> impl Iterator<Item = &Arc<Event>> {
+        let start = self.log.partition_point(|e| e.rv <= rv);
+        self.log.range(start..)
+    }
+
+    /// The uids of every live object.
+    pub fn uids(&self) -> std::collections::HashSet<String> {
+        self.objects
+            .values()
+            .map(|o| meta_str(o, "uid").to_string())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::resources::{BINDINGS_V1BETA1, NAMESPACES, SECRETS, SERVICE_ACCOUNTS};
+
+    fn with_ns() -> State {
+        let mut st = State::new();
+        st.create(&NAMESPACES, "", json!({"metadata": {"name": "ns"}}))
+            .unwrap();
+        st
+    }
+
+    #[test]
+    fn stale_resource_version_is_a_conflict() {
+        let mut st = with_ns();
+        let sa = st
+            .create(
+                &SERVICE_ACCOUNTS,
+                "ns",
+                json!({"metadata": {"name": "default"}}),
+            )
+            .unwrap();
+        let mut first = sa.clone();
+        first["imagePullSecrets"] = json!([{"name": "a"}]);
+        st.update(&SERVICE_ACCOUNTS, "ns", "default", first, false)
+            .unwrap();
+        let mut second = sa;
+        second["imagePullSecrets"] = json!([{"name": "b"}]);
+        let err = st
+            .update(&SERVICE_ACCOUNTS, "ns", "default", second, false)
+            .unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Operation cannot be fulfilled on serviceaccounts \"default\": the object has been modified; please apply your changes to the latest version and try again"
+        );
+    }
+
+    #[test]
+    fn every_write_takes_the_next_global_resource_version() {
+        let mut st = with_ns();
+        let a = st
+            .create(&SECRETS, "ns", json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        let b = st
+            .create(&SERVICE_ACCOUNTS, "ns", json!({"metadata": {"name": "b"}}))
+            .unwrap();
+        let ra: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let rb: u64 = b["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(rb, ra + 1);
+        assert_eq!(st.rv, rb);
+    }
+
+    #[test]
+    fn unchanged_update_does_not_bump_the_resource_version() {
+        let mut st = with_ns();
+        let a = st
+            .create(&SECRETS, "ns", json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        let again = st.update(&SECRETS, "ns", "a", a.clone(), false).unwrap();
+        assert_eq!(
+            again["metadata"]["resourceVersion"],
+            a["metadata"]["resourceVersion"]
+        );
+    }
+
+    #[test]
+    fn generation_moves_only_with_the_spec() {
+        let mut st = with_ns();
+        let b = st
+            .create(
+                &BINDINGS_V1BETA1,
+                "ns",
+                json!({"metadata": {"name": "b"}, "spec": {"acrServer": "a.azurecr.io"}, "status": {"error": "e"}}),
+            )
+            .unwrap();
+        assert_eq!(b["metadata"]["generation"], 1);
+        assert!(b.get("status").is_none(), "status is dropped on create");
+        let mut labelled = b.clone();
+        labelled["metadata"]["labels"] = json!({"l": "v"});
+        let b = st
+            .update(&BINDINGS_V1BETA1, "ns", "b", labelled, false)
+            .unwrap();
+        assert_eq!(b["metadata"]["generation"], 1);
+        let mut respec = b.clone();
+        respec["spec"]["acrServer"] = json!("b.azurecr.io");
+        let b = st
+            .update(&BINDINGS_V1BETA1, "ns", "b", respec, false)
+            .unwrap();
+        assert_eq!(b["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn finalizers_hold_a_deleted_object_until_they_are_gone() {
+        let mut st = with_ns();
+        st.create(
+            &SECRETS,
+            "ns",
+            json!({"metadata": {"name": "a", "finalizers": ["f"]}}),
+        )
+        .unwrap();
+        let marked = st
+            .delete(&SECRETS, "ns", "a", &Preconditions::default())
+            .unwrap();
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        let mut more = marked.clone();
+        more["metadata"]["finalizers"] = json!(["f", "g"]);
+        assert_eq!(
+            st.update(&SECRETS, "ns", "a", more, false)
+                .unwrap_err()
+                .code,
+            422
+        );
+        let mut none = marked;
+        none["metadata"]["finalizers"] = json!([]);
+        st.update(&SECRETS, "ns", "a", none, false).unwrap();
+        assert!(st.get(&SECRETS, "ns", "a").is_none());
+        assert_eq!(st.log.back().unwrap().kind, EventKind::Deleted);
+    }
+
+    #[test]
+    fn list_pages_continue_where_they_stopped() {
+        let mut st = with_ns();
+        for n in ["a", "b", "c"] {
+            st.create(&SECRETS, "ns", json!({"metadata": {"name": n}}))
+                .unwrap();
+        }
+        let all = (LabelSelector::default(), FieldSelector::default());
+        let p1 = st
+            .list(&SECRETS, Some("ns"), &all.0, &all.1, Some(2), None)
+            .unwrap();
+        assert_eq!(p1.items.len(), 2);
+        assert_eq!(p1.remaining, 1);
+        let p2 = st
+            .list(
+                &SECRETS,
+                Some("ns"),
+                &all.0,
+                &all.1,
+                Some(2),
+                p1.continue_token.as_deref(),
+            )
+            .unwrap();
+        assert_eq!(p2.items[0]["metadata"]["name"], "c");
+        assert!(p2.continue_token.is_none());
+        st.compact();
+        let err = st
+            .list(
+                &SECRETS,
+                Some("ns"),
+                &all.0,
+                &all.1,
+                Some(2),
+                p1.continue_token.as_deref(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, 410);
+    }
+}
