@@ -14,6 +14,8 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod health;
 pub mod kube;

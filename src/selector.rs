@@ -60,7 +60,7 @@ pub enum SelectorError {
         /// The value.
         value: String,
     },
-    /// `in ()` or `notin ()`.
+    /// An empty value set; kept for callers, though `()` reads as `("")` like Kubernetes.
     EmptySet {
         /// The key.
         key: String,
@@ -296,7 +296,10 @@ impl Parser {
         }
         let mut set = BTreeSet::new();
         if *self.peek() == Token::Close {
+            // Kubernetes reads `()` as the set holding the empty value; its canonical form of
+            // `(,)` is `()` again, so refusing it broke the round-trip (found by fuzzing).
             self.next();
+            set.insert(String::new());
             return Ok(set);
         }
         loop {
@@ -504,7 +507,6 @@ mod tests {
     fn bad_values_and_syntax_are_errors() {
         for bad in [
             "a=b c",
-            "a in ()",
             "a in x",
             "a,",
             ",a",
@@ -534,6 +536,23 @@ mod tests {
         let s = Selector::parse("a in (x,,y)").unwrap();
         assert_eq!(s.to_string(), "a in (,x,y)");
         assert!(s.matches(&labels(&[("a", "")])));
+    }
+
+    #[test]
+    fn an_empty_set_holds_the_empty_value_like_kubernetes() {
+        let s = Selector::parse("a in (),b notin ()").unwrap();
+        assert_eq!(s.to_string(), "a in (),b notin ()");
+        assert!(s.matches(&labels(&[("a", ""), ("b", "x")])));
+        assert!(!s.matches(&labels(&[("a", "x")])));
+    }
+
+    #[test]
+    fn a_set_of_only_empty_items_round_trips() {
+        // Regression (fuzz/corpus/label_selector/regression_empty_items): printed as `e in ()`,
+        // which once failed to parse back.
+        let s = Selector::parse("e in ( ,,),b").unwrap();
+        assert_eq!(s.to_string(), "b,e in ()");
+        assert_eq!(Selector::parse(&s.to_string()), Ok(s));
     }
 
     #[test]

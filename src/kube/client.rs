@@ -592,15 +592,23 @@ impl WatchStream {
             if n == 0 {
                 return Ok(None);
             }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+            if let Some(event) = decode_watch_line(&line)? {
+                return Ok(Some(event));
             }
-            let mut v: Value = serde_json::from_slice(&line)?;
-            let kind = v["type"].as_str().unwrap_or("").to_string();
-            let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
-            return Ok(Some(RawEvent { kind, object }));
         }
     }
+}
+
+/// Decodes one line of a watch stream; `Ok(None)` for a blank keep-alive line. Pure, so the
+/// fuzz targets can reach it without a socket.
+pub fn decode_watch_line(line: &[u8]) -> Result<Option<RawEvent>, Error> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let mut v: Value = serde_json::from_slice(line)?;
+    let kind = v["type"].as_str().unwrap_or("").to_string();
+    let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+    Ok(Some(RawEvent { kind, object }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,4 @@
+//! libFuzzer entry for `acrpull::fuzzing::jwt_exp` (the body is shared with the stable corpus replay).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| acrpull::fuzzing::jwt_exp(data));
