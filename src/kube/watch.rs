@@ -823,7 +823,7 @@ mod tests {
             lines[0],
             "GET /api/v1/secrets?labelSelector=app%3Dx&limit=500 HTTP/1.1"
         );
-        assert!(lines[1].starts_with("GET /api/v1/secrets?labelSelector=app%3Dx&watch=1&allowWatchBookmarks=true&timeoutSeconds=2"));
+        assert!(lines[1].starts_with("GET /api/v1/secrets?labelSelector=app%3Dx&watch=1&allowWatchBookmarks=true&timeoutSeconds="));
         assert!(lines[1].ends_with("&resourceVersion=10 HTTP/1.1"));
         assert_eq!(lines[2], lines[0]);
         handle.join();
