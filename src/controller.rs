@@ -117,6 +117,14 @@ impl Feed {
         }
     }
 
+    fn store_kind(self) -> crate::store::Kind {
+        match self {
+            Feed::Bindings(v) => crate::store::Kind::Bindings(v),
+            Feed::Secrets => crate::store::Kind::Secrets,
+            Feed::ServiceAccounts => crate::store::Kind::ServiceAccounts,
+        }
+    }
+
     /// The name readiness tracks a binding kind by, and metric label values.
     fn kind(self) -> &'static str {
         match self {
@@ -338,7 +346,11 @@ fn dispatch(
 ) {
     let mut listed = false;
     for event in rx {
-        if let (Feed::ServiceAccounts, WatchEvent::Restarted(_), false) = (feed, &event, listed) {
+        let list_event = matches!(
+            event,
+            WatchEvent::Restarted(_) | WatchEvent::Page { .. } | WatchEvent::ListEnd(_)
+        );
+        if matches!(feed, Feed::ServiceAccounts) && list_event && !listed {
             // ServiceAccounts that no binding targets are dropped on arrival, so folding the
             // first list before the bindings are known would drop them all and cost a GET per
             // binding afterwards.
@@ -351,7 +363,7 @@ fn dispatch(
         for k in keys {
             queue.add(k);
         }
-        if let WatchEvent::Restarted(_) = event {
+        if let WatchEvent::Restarted(_) | WatchEvent::ListEnd(_) = event {
             if listed {
                 obs.metrics.watch_restart(feed.kind());
             }
@@ -380,6 +392,11 @@ fn apply(feed: Feed, s: &mut Store, event: &WatchEvent) -> Vec<BindingKey> {
         },
         (Feed::Bindings(v), WatchEvent::Deleted(obj)) => {
             s.delete_binding(v, obj).into_iter().collect()
+        }
+        (_, WatchEvent::Page { first, items }) => s.relist_page(feed.store_kind(), *first, items),
+        (_, WatchEvent::ListEnd(items)) => {
+            log::info!("listed {} (paged)", feed.name());
+            s.relist_end(feed.store_kind(), items)
         }
         (Feed::Secrets, WatchEvent::Restarted(objs)) => s.restart_secrets(objs),
         (Feed::Secrets, WatchEvent::Applied(obj)) => s.apply_secret(obj),

@@ -39,6 +39,17 @@ impl fmt::Display for BindingKey {
 /// A (namespace, name) pair.
 type NsName = (String, String);
 
+/// Which watched resource a relist is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// One of the two binding resources.
+    Bindings(ApiVersion),
+    /// Our labelled Secrets.
+    Secrets,
+    /// ServiceAccounts.
+    ServiceAccounts,
+}
+
 /// What reconcile needs besides the store: whether the target ServiceAccount must be fetched.
 pub enum Observation {
     /// Everything needed is known.
@@ -65,6 +76,8 @@ pub struct Store {
     sas: BTreeMap<NsName, SaObs>,
     /// ServiceAccounts a GET found missing; the ServiceAccount watch clears them on creation.
     absent_sas: BTreeSet<NsName>,
+    /// Objects seen so far by each multi-page relist in progress.
+    relists: BTreeMap<Kind, BTreeSet<NsName>>,
     /// Whether the Secret and ServiceAccount watches have listed at least once.
     secrets_listed: bool,
     sas_listed: bool,
@@ -415,6 +428,82 @@ impl Store {
         keys.into_iter().collect()
     }
 
+    // ---- multi-page relists ----
+
+    fn apply_kind(&mut self, kind: Kind, obj: &Value) -> Vec<BindingKey> {
+        match kind {
+            Kind::Bindings(v) => match self.apply_binding(v, obj) {
+                Ok(k) => k.into_iter().collect(),
+                Err(e) => {
+                    log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}");
+                    Vec::new()
+                }
+            },
+            Kind::Secrets => self.apply_secret(obj),
+            Kind::ServiceAccounts => self.apply_sa(obj),
+        }
+    }
+
+    /// Folds one page of a multi-page relist (`first` starts it); returns the bindings to queue.
+    pub fn relist_page(&mut self, kind: Kind, first: bool, objs: &[Value]) -> Vec<BindingKey> {
+        if first {
+            self.relists.insert(kind, BTreeSet::new());
+        }
+        let mut keys = Vec::new();
+        for obj in objs {
+            if let Some(id) = ns_name(obj) {
+                self.relists.entry(kind).or_default().insert(id);
+            }
+            keys.extend(self.apply_kind(kind, obj));
+        }
+        keys
+    }
+
+    /// Folds the last page of a multi-page relist and forgets every object of `kind` that none
+    /// of its pages held (deleted while we were disconnected).
+    pub fn relist_end(&mut self, kind: Kind, objs: &[Value]) -> Vec<BindingKey> {
+        let mut keys = self.relist_page(kind, false, objs);
+        let seen = self.relists.remove(&kind).unwrap_or_default();
+        let gone = |id: &NsName| !seen.contains(id);
+        match kind {
+            Kind::Bindings(v) => {
+                let stale: Vec<BindingKey> = self
+                    .bindings
+                    .keys()
+                    .filter(|k| k.version == v && gone(&(k.namespace.clone(), k.name.clone())))
+                    .cloned()
+                    .collect();
+                for k in &stale {
+                    self.bindings.remove(k);
+                }
+                keys.extend(stale);
+            }
+            Kind::Secrets => {
+                let stale: Vec<NsName> =
+                    self.secrets.keys().filter(|id| gone(id)).cloned().collect();
+                for id in stale {
+                    if let Some(sec) = self.secrets.remove(&id) {
+                        keys.extend(self.secret_owners(&id.0, &sec));
+                    }
+                }
+                self.secrets_listed = true;
+            }
+            Kind::ServiceAccounts => {
+                let stale: Vec<NsName> = self.sas.keys().filter(|id| gone(id)).cloned().collect();
+                for id in stale {
+                    if let Some(sa) = self.sas.remove(&id) {
+                        keys.extend(self.sa_concerns(&id.0, &sa));
+                    }
+                }
+                self.absent_sas.clear();
+                self.sas_listed = true;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     // ---- observation ----
 
     /// Everything the planner needs about `key`, or `None` if the binding is gone.
@@ -628,6 +717,40 @@ mod tests {
         s.apply_secret(&secret("b", "acr-pull-b", Some("b"), "b", "3"));
         s.mark_sa_absent("a", "default");
         assert!(ready(s.observe(&key("a", "b"))).secrets.is_empty());
+    }
+
+    #[test]
+    fn a_multi_page_relist_forgets_only_what_no_page_held() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "kept", "default", "1"))
+            .unwrap();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "gone", "default", "1"))
+            .unwrap();
+        let kind = Kind::Bindings(ApiVersion::V1beta2);
+        s.relist_page(kind, true, &[binding("ns", "kept", "default", "1")]);
+        assert_eq!(
+            s.binding_count(),
+            2,
+            "nothing disappears before the list ends"
+        );
+        let keys = s.relist_end(kind, &[binding("ns", "new", "default", "2")]);
+        assert_eq!(keys, vec![key("ns", "gone"), key("ns", "new")]);
+        assert_eq!(s.binding_count(), 2);
+        assert!(s.binding(&key("ns", "gone")).is_none());
+    }
+
+    #[test]
+    fn unrelated_service_accounts_of_a_paged_list_are_never_kept() {
+        let mut s = Store::default();
+        for page in 0..3 {
+            let objs: Vec<Value> = (0..100)
+                .map(|i| sa("ns", &format!("sa-{page}-{i}"), &[], "1"))
+                .collect();
+            s.relist_page(Kind::ServiceAccounts, page == 0, &objs);
+        }
+        s.relist_end(Kind::ServiceAccounts, &[]);
+        assert!(s.sas.is_empty());
+        assert!(s.synced() || !s.secrets_listed);
     }
 
     #[test]

@@ -32,9 +32,20 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// What the watcher tells its caller, who keeps the objects (the watcher keeps only the rv).
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent {
-    /// A full relist: replace the whole store with these objects, so deletions missed while
-    /// disconnected disappear.
+    /// A full relist that fitted in one page: replace the whole store with these objects, so
+    /// deletions missed while disconnected disappear.
     Restarted(Vec<Value>),
+    /// One page of a relist that spans several pages (`first` starts a new relist). The caller
+    /// folds it at once, so memory never holds more than a page of raw objects.
+    Page {
+        /// Whether this is the first page of the relist.
+        first: bool,
+        /// The page's objects.
+        items: Vec<Value>,
+    },
+    /// The last page of a multi-page relist: fold it, then drop whatever the relist's pages did
+    /// not contain.
+    ListEnd(Vec<Value>),
     /// An object was added or modified.
     Applied(Value),
     /// An object was deleted (its last state).
@@ -253,15 +264,20 @@ impl<S: Source> Watcher<S> {
     fn list_page(
         &mut self,
         continue_token: Option<String>,
-        mut items: Vec<Value>,
+        items: Vec<Value>,
     ) -> (Step, State<S::Stream>) {
         match self.source.list(continue_token.as_deref()) {
             Ok(page) => {
                 self.not_found_logged = false;
-                items.extend(page.items);
+                let first = continue_token.is_none();
                 match page.continue_token {
+                    // Pages are handed over one by one instead of being gathered: a cluster with
+                    // many objects we do not keep (ServiceAccounts) must not cost their whole list.
                     Some(c) => (
-                        Step::Progress,
+                        Step::Event(WatchEvent::Page {
+                            first,
+                            items: page.items,
+                        }),
                         State::InitPage {
                             continue_token: Some(c),
                             items,
@@ -269,13 +285,18 @@ impl<S: Source> Watcher<S> {
                     ),
                     None => {
                         log::debug!(
-                            "{}: listed {} objects at rv {}",
+                            "{}: listed {} objects (last page) at rv {}",
                             self.name,
-                            items.len(),
+                            page.items.len(),
                             page.resource_version
                         );
+                        let event = if first {
+                            WatchEvent::Restarted(page.items)
+                        } else {
+                            WatchEvent::ListEnd(page.items)
+                        };
                         (
-                            Step::Event(WatchEvent::Restarted(items)),
+                            Step::Event(event),
                             State::InitListed {
                                 resource_version: page.resource_version,
                             },
@@ -606,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn paginated_list_is_delivered_as_one_restart_then_watched_from_its_rv() {
+    fn paginated_list_is_delivered_page_by_page_then_watched_from_its_rv() {
         let mut src = FakeSource::default();
         src.lists.push_back(page(&["a", "b"], "", Some("c1")));
         src.lists.push_back(page(&["c"], "10", None));
@@ -615,12 +636,15 @@ mod tests {
             ev("DELETED", "a", "12"),
         ]));
         let (mut w, _) = watcher(src);
-        assert_eq!(w.step(), Step::Progress);
-        assert_eq!(w.state().name(), "InitPage");
-        let Step::Event(WatchEvent::Restarted(items)) = w.step() else {
-            panic!("expected a restart")
+        let Step::Event(WatchEvent::Page { first: true, items }) = w.step() else {
+            panic!("expected the first page")
         };
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 2);
+        assert_eq!(w.state().name(), "InitPage");
+        let Step::Event(WatchEvent::ListEnd(items)) = w.step() else {
+            panic!("expected the last page")
+        };
+        assert_eq!(items.len(), 1);
         assert_eq!(w.state().resource_version(), Some("10"));
         assert_eq!(w.step(), Step::Progress);
         assert_eq!(w.state().name(), "Watching");
