@@ -15,6 +15,7 @@ use crate::kube;
 use crate::leader::{
     client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
 };
+use crate::metered::Metered;
 use crate::metrics::{collect_token_counters, Metrics};
 use crate::plan::PlanConfig;
 use crate::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
@@ -82,7 +83,11 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     log::info!("kubernetes API server {}", kube_cfg.server);
 
     let http = azure_http(cfg).map_err(StartError::Azure)?;
-    let upstream = Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint));
+    let metrics = Arc::new(Metrics::default());
+    let upstream = Arc::new(Metered::new(
+        Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint)),
+        Arc::clone(&metrics),
+    ));
     let tokens = Arc::new(TokenService::new(upstream, Arc::new(SystemClock)));
 
     let allow = AllowList::from_flag(cfg.allowed_acr_server_suffixes.as_deref());
@@ -101,7 +106,6 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         None => (PolicyHandle::default(), None),
     };
     let defaults = v1beta1_defaults(cfg);
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let store = Arc::new(Mutex::new(Store::new(defaults)));
     register_collectors(&metrics, &tokens, &client);

@@ -21,6 +21,7 @@ pub mod health;
 pub mod kube;
 pub mod leader;
 pub mod logging;
+pub mod metered;
 pub mod metrics;
 pub mod names;
 pub mod plan;

@@ -461,7 +461,13 @@ impl Metrics {
                 "acrpull_watch_restarts_total",
                 "Watch streams restarted by resource.",
                 &["resource"],
-            ),
+            )
+            .seeded(&[
+                &["v1beta2"],
+                &["v1beta1"],
+                &["secrets"],
+                &["serviceaccounts"],
+            ]),
             build_info: Family::new(
                 "acrpull_build_info",
                 "Always 1; labels carry the build.",
@@ -735,6 +741,9 @@ mod tests {
             w,
             [
                 "acrpull_watch_restarts_total{resource=\"secrets\"} 1",
+                "acrpull_watch_restarts_total{resource=\"serviceaccounts\"} 0",
+                "acrpull_watch_restarts_total{resource=\"v1beta1\"} 0",
+                "acrpull_watch_restarts_total{resource=\"v1beta2\"} 0",
                 "acrpull_watch_restarts_total{resource=\"extra\"} 7"
             ]
         );
