@@ -176,3 +176,46 @@ fn every_metric_family_has_values_after_real_work() {
         },
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_naming_the_binding() {
+    let mut w = World::start();
+    let opts = AcrpullOptions {
+        args: vec!["--log-format=json".into()],
+        env: vec![("RUST_LOG".into(), "info".into())],
+        ..AcrpullOptions::default()
+    };
+    let p = w.start_acrpull(bin(), &opts);
+    w.api
+        .create(
+            BINDINGS_V1BETA2,
+            "default",
+            binding_v1beta2(
+                "default",
+                "b",
+                REGISTRY,
+                "repository:app:pull",
+                &identity(1).client_id,
+                "default",
+            ),
+        )
+        .unwrap();
+    w.wait_for(
+        "a log line about the secret",
+        Duration::from_secs(20),
+        || p.log.contains("created secret").then_some(()),
+    );
+    for line in p.log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["msg"].is_string() && v["ts"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(p
+        .log
+        .lines()
+        .iter()
+        .any(|l| l.contains("default/b (v1beta2): created secret acr-pull-b")));
+}
