@@ -215,7 +215,7 @@ fn plan_all_ways(obs: &Observed) {
     let now = OffsetDateTime::from_unix_timestamp(NOW_UNIX).expect("a fixed in-range time");
     let cfg = PlanConfig::default();
     let token = Minted::Ok(MintedToken {
-        password: Password::new("fuzz-token".into()),
+        password: Password::new("fuzz-token"),
         expires: now + Duration::hours(3),
         issued: now,
     });

@@ -16,7 +16,7 @@ use crate::binding::{ApiVersion, Identity};
 use crate::events::Regarding;
 use crate::kube::{self, Client, Preconditions, Resource};
 use crate::metrics::{Metrics, SecretOp};
-use crate::plan::{self, Minted, MintedToken, Outcome, Password, PlanConfig, TokenNeed, Write};
+use crate::plan::{self, Minted, MintedToken, Outcome, PlanConfig, TokenNeed, Write};
 use crate::store::{BindingKey, Observation, Store};
 use crate::tokens::{
     AcrTokenRequest, ClientAssertion, Credential, TokenError, TokenService, TokenStage,
@@ -381,7 +381,7 @@ impl Reconciler {
         };
         match self.tokens.acr_token(&request) {
             Ok(t) => Minted::Ok(MintedToken {
-                password: Password::new(t.password.expose().to_string()),
+                password: t.password,
                 expires: t.expires,
                 issued: t.issued,
             }),

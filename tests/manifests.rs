@@ -1108,7 +1108,7 @@ fn status_schema(version: ApiVersion) -> Value {
 #[test]
 fn planned_status_writes_fit_the_status_schemas() {
     let minted = Minted::Ok(MintedToken {
-        password: Password::new("not-a-real-token".into()),
+        password: Password::new("not-a-real-token"),
         expires: NOW + Duration::hours(3),
         issued: NOW,
     });

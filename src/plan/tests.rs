@@ -131,7 +131,7 @@ fn any_host() -> PlanConfig {
 
 fn token() -> Minted {
     Minted::Ok(MintedToken {
-        password: Password::new("TOKEN".into()),
+        password: Password::new("TOKEN"),
         expires: long_expiry(),
         issued: NOW,
     })
@@ -983,7 +983,7 @@ fn steady_state_costs_no_writes_and_refresh_costs_two() {
         panic!("a refresh is due");
     };
     let fresh = Minted::Ok(MintedToken {
-        password: Password::new("NEW".into()),
+        password: Password::new("NEW"),
         expires: later + Duration::hours(24),
         issued: later,
     });
@@ -1173,7 +1173,7 @@ fn the_cached_token_issue_time_is_what_the_secret_and_status_record() {
     let b = v2(v2_spec());
     let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
     let cached = Minted::Ok(MintedToken {
-        password: Password::new("T".into()),
+        password: Password::new("T"),
         expires: NOW + Duration::hours(2),
         issued: NOW - Duration::hours(1),
     });
@@ -1195,7 +1195,7 @@ fn refresh_is_never_scheduled_at_or_before_now() {
     let b = v2(v2_spec());
     let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
     let nearly_spent = Minted::Ok(MintedToken {
-        password: Password::new("T".into()),
+        password: Password::new("T"),
         expires: NOW + Duration::seconds(1),
         issued: NOW - Duration::hours(1),
     });
@@ -1286,7 +1286,7 @@ fn a_secret_of_the_wrong_type_is_recreated() {
 fn debug_output_never_shows_the_token() {
     let o = obs(v2(v2_spec()), vec![], Some(sa("delegate", &[])), vec![]);
     let m = Minted::Ok(MintedToken {
-        password: Password::new("SUPERSECRET".into()),
+        password: Password::new("SUPERSECRET"),
         expires: long_expiry(),
         issued: NOW,
     });
@@ -1477,7 +1477,7 @@ fn a_token_that_arrived_expired_is_kept_for_its_minimum_age() {
     let b = v2(v2_spec());
     let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
     let expired = Minted::Ok(MintedToken {
-        password: Password::new("T".into()),
+        password: Password::new("T"),
         expires: NOW - Duration::minutes(45),
         issued: NOW,
     });
@@ -1510,7 +1510,7 @@ fn a_v1beta1_token_that_arrived_expired_is_also_kept_for_its_minimum_age() {
     let b = v1(json!({"scope": "repository:testing:pull,push"}));
     let o = obs(b, vec![], Some(sa("default", &[])), vec![]);
     let expired = Minted::Ok(MintedToken {
-        password: Password::new("T".into()),
+        password: Password::new("T"),
         expires: NOW - Duration::minutes(45),
         issued: NOW,
     });

@@ -1,33 +1,12 @@
 //! The planner's side of the token service: what it asks for and what it gets back.
 
-use std::fmt;
-
 use time::OffsetDateTime;
 
 use crate::binding::{ApiVersion, Environment, Identity};
 use crate::suffix::ServerAddr;
 
-/// A registry token; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a token.
-    pub fn new(token: String) -> Password {
-        Password(token)
-    }
-
-    /// The token, for the one place that must write it (the Secret).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
+/// A registry token; formatting never shows it (the one secret-holding type of the crate).
+pub use crate::azure::SecretString as Password;
 
 /// A registry token as the token service hands it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
