@@ -191,6 +191,9 @@ impl Controller {
             ),
         ];
         let listed = Arc::new(Listed::default());
+        // Already validated at start-up; an unparsable one here selects everything.
+        let selector_parsed =
+            crate::selector::Selector::parse(&settings.label_selector).unwrap_or_default();
         for (feed, res, params) in feeds {
             let (tx, rx) = mpsc::channel();
             if let Feed::Bindings(_) = feed {
@@ -216,13 +219,18 @@ impl Controller {
                 tx,
                 Box::new(observer),
             )?);
-            let store = Arc::clone(&store);
-            let queue = Arc::clone(&queue);
-            let obs = Arc::clone(&obs);
-            let listed = Arc::clone(&listed);
+            let d = Dispatch {
+                feed,
+                store: Arc::clone(&store),
+                queue: Arc::clone(&queue),
+                obs: Arc::clone(&obs),
+                listed: Arc::clone(&listed),
+                reconciler: Arc::clone(&reconciler),
+                selector: selector_parsed.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("dispatch {}", feed.name()))
-                .spawn(move || dispatch(feed, rx, &store, &queue, &obs, &listed))?;
+                .spawn(move || d.run(rx))?;
         }
         let failures: Arc<Failures> = Arc::default();
         for i in 0..settings.workers {
@@ -336,6 +344,60 @@ impl Listed {
     }
 }
 
+/// One watch's dispatcher: folds its events into the store and queues what they concern.
+struct Dispatch {
+    feed: Feed,
+    store: Arc<Mutex<Store>>,
+    queue: Arc<WorkQueue<BindingKey>>,
+    obs: Arc<Observability>,
+    listed: Arc<Listed>,
+    reconciler: Arc<Reconciler>,
+    selector: crate::selector::Selector,
+}
+
+impl Dispatch {
+    fn run(self, rx: mpsc::Receiver<WatchEvent>) {
+        let Dispatch {
+            feed,
+            store,
+            queue,
+            obs,
+            listed: mark_listed,
+            reconciler,
+            selector,
+        } = self;
+        dispatch(
+            feed,
+            rx,
+            &store,
+            &queue,
+            &obs,
+            &mark_listed,
+            &reconciler,
+            &selector,
+        );
+    }
+}
+
+/// A binding the watch calls deleted while it still carries our finalizer has not been deleted:
+/// it stopped matching the label selector.
+fn left_selector(feed: Feed, event: &WatchEvent) -> Option<BindingKey> {
+    let (Feed::Bindings(version), WatchEvent::Deleted(obj)) = (feed, event) else {
+        return None;
+    };
+    let m = &obj["metadata"];
+    let ours = m["finalizers"].as_array().is_some_and(|f| {
+        f.iter()
+            .any(|v| v.as_str() == Some(crate::binding::FINALIZER))
+    });
+    ours.then(|| BindingKey {
+        namespace: m["namespace"].as_str().unwrap_or_default().to_string(),
+        name: m["name"].as_str().unwrap_or_default().to_string(),
+        version,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     feed: Feed,
     rx: mpsc::Receiver<WatchEvent>,
@@ -343,9 +405,16 @@ fn dispatch(
     queue: &WorkQueue<BindingKey>,
     obs: &Observability,
     mark_listed: &Listed,
+    reconciler: &Reconciler,
+    selector: &crate::selector::Selector,
 ) {
     let mut listed = false;
     for event in rx {
+        if let Some(key) = left_selector(feed, &event) {
+            if !selector.is_empty() {
+                reconciler.release_unselected(&key, selector);
+            }
+        }
         let list_event = matches!(
             event,
             WatchEvent::Restarted(_) | WatchEvent::Page { .. } | WatchEvent::ListEnd(_)

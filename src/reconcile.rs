@@ -342,6 +342,64 @@ impl Reconciler {
         Err(ReconcileError::TooManyConflicts)
     }
 
+    /// Drops our finalizer from a binding that left `--label-selector` (upstream leaves it, so a
+    /// later deletion hangs forever, spec §9.8). Only the finalizer goes: its Secret stays valid
+    /// and attached (so pulls keep working), the owner reference still lets the garbage collector
+    /// remove the Secret when the binding is deleted, and a shard whose selector matches it now
+    /// adds its own finalizer. Does nothing unless this replica may write.
+    pub fn release_unselected(&self, key: &BindingKey, selector: &crate::selector::Selector) {
+        if !(self.may_write)() {
+            return;
+        }
+        let path = binding_path(key, None);
+        let obj = match self.client.get(&path) {
+            Ok(obj) => obj,
+            Err(e) if e.is_not_found() => return,
+            Err(e) => {
+                log::warn!("{key}: left the label selector, but reading it failed: {e}");
+                return;
+            }
+        };
+        let labels: std::collections::BTreeMap<String, String> = obj["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if selector.matches(&labels) {
+            return;
+        }
+        let finalizers: Vec<String> = obj["metadata"]["finalizers"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == crate::binding::FINALIZER) {
+            return;
+        }
+        let remaining: Vec<String> = finalizers
+            .into_iter()
+            .filter(|f| f != crate::binding::FINALIZER)
+            .collect();
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        match self
+            .client
+            .patch_json(&path, &plan::remove_finalizer_patch(rv, &remaining))
+        {
+            Ok(_) => log::info!(
+                "{key}: no longer matches --label-selector; removed our finalizer so its deletion cannot hang"
+            ),
+            Err(e) => log::warn!("{key}: left the label selector; removing our finalizer failed: {e}"),
+        }
+    }
+
     fn count(&self, w: &Write) {
         match w {
             Write::CreateSecret { .. } => self.metrics.secret_write(SecretOp::Create),
