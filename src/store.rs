@@ -340,23 +340,32 @@ impl Store {
 
     // ---- ServiceAccounts ----
 
+    /// The bindings a ServiceAccount change may give work: those that target it but are missing
+    /// from its pull secrets (a reference to restore, or an SA that just appeared), and those that
+    /// do not target it but are referenced by it (a reference to remove). A binding already
+    /// attached to its target has nothing to do about the change, so a busy shared ServiceAccount
+    /// does not wake every binding of its namespace.
     fn sa_concerns(&self, ns: &str, sa: &SaObs) -> Vec<BindingKey> {
+        let names: std::collections::HashSet<&str> =
+            sa.image_pull_secrets.iter().map(String::as_str).collect();
+        let referenced_labels: std::collections::HashSet<&str> = sa
+            .image_pull_secrets
+            .iter()
+            .filter_map(|n| self.secrets.get(&(ns.to_string(), n.clone())))
+            .filter_map(|s| s.labels.get(BINDING_LABEL).map(String::as_str))
+            .collect();
         self.bindings_in(ns)
             .filter(|b| {
-                b.target_service_account.as_deref() == Some(sa.name.as_str())
-                    || sa
-                        .image_pull_secrets
-                        .iter()
-                        .any(|n| *n == b.secret_name() || self.owned_secret_named(b, n))
+                let expected = b.secret_name();
+                if b.target_service_account.as_deref() == Some(sa.name.as_str()) {
+                    !names.contains(expected.as_str())
+                } else {
+                    names.contains(expected.as_str())
+                        || referenced_labels.contains(b.label_value().as_str())
+                }
             })
             .map(Self::key_of)
             .collect()
-    }
-
-    fn owned_secret_named(&self, b: &Binding, name: &str) -> bool {
-        self.secrets
-            .get(&(b.meta.namespace.clone(), name.to_string()))
-            .is_some_and(|s| s.labels.get(BINDING_LABEL) == Some(&b.label_value()))
     }
 
     fn sa_is_relevant(sa: &SaObs, concerns: &[BindingKey]) -> bool {
@@ -622,6 +631,21 @@ mod tests {
             ready(s.observe(&key("ns", "b"))).target_sa.unwrap().name,
             "puller"
         );
+    }
+
+    #[test]
+    fn an_attached_binding_is_not_woken_by_changes_to_its_service_account() {
+        let mut s = Store::default();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "b", "puller", "1"))
+            .unwrap();
+        s.apply_binding(ApiVersion::V1beta2, &binding("ns", "c", "puller", "1"))
+            .unwrap();
+        // b is attached, c is not yet: only c has something to do.
+        let keys = s.apply_sa(&sa("ns", "puller", &["acr-pull-b", "other"], "2"));
+        assert_eq!(keys, vec![key("ns", "c")]);
+        // A ServiceAccount b does not target, holding b's Secret: b must clean it up.
+        let keys = s.apply_sa(&sa("ns", "old", &["acr-pull-b"], "3"));
+        assert_eq!(keys, vec![key("ns", "b")]);
     }
 
     #[test]
