@@ -99,6 +99,9 @@ fn refresh_jitter(at: Instant, unit: f64) -> Duration {
     bound.mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// Watch events (each a whole object, or a page of them) that may wait for a dispatcher.
+const WATCH_BUFFER: usize = 64;
+
 /// Which watch an event came from.
 #[derive(Clone, Copy, Debug)]
 enum Feed {
@@ -195,7 +198,9 @@ impl Controller {
         let selector_parsed =
             crate::selector::Selector::parse(&settings.label_selector).unwrap_or_default();
         for (feed, res, params) in feeds {
-            let (tx, rx) = mpsc::channel();
+            // Bounded: a dispatcher that falls behind slows its watch down (TCP backpressure)
+            // instead of buffering raw objects without limit.
+            let (tx, rx) = mpsc::sync_channel(WATCH_BUFFER);
             if let Feed::Bindings(_) = feed {
                 obs.health.track_kind(feed.kind());
             }

@@ -11,7 +11,7 @@ use super::error::Error;
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -441,7 +441,7 @@ impl<S: Source> Watcher<S> {
     }
 
     /// Steps until `stop` is set or the receiver is gone, sending events and sleeping out backoffs.
-    pub fn run(self, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
+    pub fn run(self, tx: &SyncSender<WatchEvent>, stop: &AtomicBool) {
         self.run_observed(tx, stop, &|_| {});
     }
 
@@ -449,7 +449,7 @@ impl<S: Source> Watcher<S> {
     /// missing (its list answers 404, e.g. a CRD not installed); liveness probes count the calls.
     pub fn run_observed(
         mut self,
-        tx: &Sender<WatchEvent>,
+        tx: &SyncSender<WatchEvent>,
         stop: &AtomicBool,
         observer: &dyn Fn(bool),
     ) {
@@ -514,7 +514,7 @@ pub fn spawn(
     client: Client,
     path: String,
     selectors: ListParams,
-    tx: Sender<WatchEvent>,
+    tx: SyncSender<WatchEvent>,
 ) -> std::io::Result<WatchHandle> {
     spawn_observed(name, client, path, selectors, tx, Box::new(|_| {}))
 }
@@ -525,7 +525,7 @@ pub fn spawn_observed(
     client: Client,
     path: String,
     selectors: ListParams,
-    tx: Sender<WatchEvent>,
+    tx: SyncSender<WatchEvent>,
     observer: Box<dyn Fn(bool) + Send>,
 ) -> std::io::Result<WatchHandle> {
     let name = name.into();
@@ -797,7 +797,7 @@ mod tests {
         let mut src = FakeSource::default();
         src.lists.push_back(Err(status(500)));
         let (w, _) = watcher(src);
-        let (tx, _rx) = mpsc::channel();
+        let (tx, _rx) = mpsc::sync_channel(16);
         let stop = AtomicBool::new(true);
         w.run(&tx, &stop);
     }
@@ -820,7 +820,7 @@ mod tests {
             Canned::json(200, list2),
         ]);
         let c = client(&base, Auth::None);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(16);
         let selectors = ListParams {
             label_selector: Some("app=x".into()),
             ..ListParams::default()
