@@ -360,30 +360,6 @@ struct Dispatch {
     selector: crate::selector::Selector,
 }
 
-impl Dispatch {
-    fn run(self, rx: mpsc::Receiver<WatchEvent>) {
-        let Dispatch {
-            feed,
-            store,
-            queue,
-            obs,
-            listed: mark_listed,
-            reconciler,
-            selector,
-        } = self;
-        dispatch(
-            feed,
-            rx,
-            &store,
-            &queue,
-            &obs,
-            &mark_listed,
-            &reconciler,
-            &selector,
-        );
-    }
-}
-
 /// A binding the watch calls deleted while it still carries our finalizer has not been deleted:
 /// it stopped matching the label selector.
 fn left_selector(feed: Feed, event: &WatchEvent) -> Option<BindingKey> {
@@ -402,50 +378,44 @@ fn left_selector(feed: Feed, event: &WatchEvent) -> Option<BindingKey> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dispatch(
-    feed: Feed,
-    rx: mpsc::Receiver<WatchEvent>,
-    store: &Mutex<Store>,
-    queue: &WorkQueue<BindingKey>,
-    obs: &Observability,
-    mark_listed: &Listed,
-    reconciler: &Reconciler,
-    selector: &crate::selector::Selector,
-) {
-    let mut listed = false;
-    for event in rx {
-        if let Some(key) = left_selector(feed, &event) {
-            if !selector.is_empty() {
-                reconciler.release_unselected(&key, selector);
+impl Dispatch {
+    fn run(self, rx: mpsc::Receiver<WatchEvent>) {
+        let feed = self.feed;
+        let mut listed = false;
+        for event in rx {
+            if let Some(key) = left_selector(feed, &event) {
+                if !self.selector.is_empty() {
+                    self.reconciler.release_unselected(&key, &self.selector);
+                }
             }
-        }
-        let list_event = matches!(
-            event,
-            WatchEvent::Restarted(_) | WatchEvent::Page { .. } | WatchEvent::ListEnd(_)
-        );
-        if matches!(feed, Feed::ServiceAccounts) && list_event && !listed {
-            // ServiceAccounts that no binding targets are dropped on arrival, so folding the
-            // first list before the bindings are known would drop them all and cost a GET per
-            // binding afterwards.
-            mark_listed.wait(&["v1beta2", "v1beta1"], BINDINGS_FIRST_WAIT);
-        }
-        let keys = {
-            let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
-            apply(feed, &mut s, &event)
-        };
-        for k in keys {
-            queue.add(k);
-        }
-        if let WatchEvent::Restarted(_) | WatchEvent::ListEnd(_) = event {
-            if listed {
-                obs.metrics.watch_restart(feed.kind());
+            let list_event = matches!(
+                event,
+                WatchEvent::Restarted(_) | WatchEvent::Page { .. } | WatchEvent::ListEnd(_)
+            );
+            if matches!(feed, Feed::ServiceAccounts) && list_event && !listed {
+                // ServiceAccounts that no binding targets are dropped on arrival, so folding the
+                // first list before the bindings are known would drop them all and cost a GET per
+                // binding afterwards.
+                self.listed
+                    .wait(&["v1beta2", "v1beta1"], BINDINGS_FIRST_WAIT);
             }
-            listed = true;
-            if let Feed::Bindings(_) = feed {
-                obs.health.mark_synced(feed.kind());
+            let keys = {
+                let mut s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                apply(feed, &mut s, &event)
+            };
+            for k in keys {
+                self.queue.add(k);
             }
-            mark_listed.mark(feed.kind());
+            if let WatchEvent::Restarted(_) | WatchEvent::ListEnd(_) = event {
+                if listed {
+                    self.obs.metrics.watch_restart(feed.kind());
+                }
+                listed = true;
+                if let Feed::Bindings(_) = feed {
+                    self.obs.health.mark_synced(feed.kind());
+                }
+                self.listed.mark(feed.kind());
+            }
         }
     }
 }
