@@ -37,8 +37,9 @@ pub struct Observability {
     pub event_sink: EventSink,
 }
 
-/// How many Event writes may wait for the sender before new ones are dropped.
-const EVENT_QUEUE: usize = 4096;
+/// How many Event writes may wait for the sender before new ones are dropped. Each holds its
+/// JSON body (about 2 KiB), so a deep queue would cost more memory than the bindings themselves.
+const EVENT_QUEUE: usize = 256;
 
 /// Sends Event writes from a thread of its own, through a client with its own rate limit, as
 /// client-go's event broadcaster does: Events are best effort, so they never slow the writes
