@@ -2,7 +2,7 @@
 # Builds acrpull and the scale benchmark in release mode and runs the benchmark.
 #
 # Usage: scripts/bench.sh [extra bench flags]
-#   BENCH_SIZES=0,1000,10000   binding counts (default 0,1000,10000,50000; 10 000 takes ~20 min and
+#   BENCH_SIZES=0,1000,10000   binding counts (default 0,1000,10000,50000; 10 000 takes ~14 min and
 #                              50 000 over 1.5 h at the default --kube-api-qps 50, since every request is
 #                              rate-limited; at 50 000 the emulator itself is the bottleneck, see
 #                              tests/kit/src/bin/bench/RESULTS.md)
