@@ -311,7 +311,14 @@ fn v1beta1_scenarios_11_12_extraneous_reference_removed_then_secret_deleted() {
     w.eventually("the extraneous secret deleted", || {
         w.api.get("secrets", NS, old).is_none().then_some(())
     });
-    let writes = w.controller_writes();
+    // The emulator logs a request once it has answered it, a moment after the object is gone.
+    let writes = w.eventually("the delete in the request log", || {
+        let writes = w.controller_writes();
+        writes
+            .iter()
+            .any(|r| r.verb == "delete" && r.name == old)
+            .then_some(writes)
+    });
     let unref = writes.iter().position(|r| r.resource == "serviceaccounts");
     let delete = writes
         .iter()

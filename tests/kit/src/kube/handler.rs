@@ -32,6 +32,9 @@ pub struct Inner {
     pub tokens: Mutex<Vec<TokenRecord>>,
     /// Signs ServiceAccount tokens.
     pub signer: Signer,
+    /// Requests (watches aside) being answered and not yet logged: a test that sees a write's
+    /// effect reads the log only once the write is in it.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Locks a mutex, shrugging off poisoning (a panicking test thread must not break the others).
@@ -163,9 +166,20 @@ impl Handler for Api {
             entry.namespace = r.ns.clone();
             entry.name = r.name.clone();
         }
+        let counted = entry.verb != "watch";
+        if counted {
+            self.0
+                .in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let resp = self.answer(&req, route, &mut entry);
         entry.code = resp.status;
         lock(&self.0.log).push(entry);
+        if counted {
+            self.0
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         resp
     }
 }

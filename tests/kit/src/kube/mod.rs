@@ -130,6 +130,7 @@ impl ApiServer {
             log: Mutex::default(),
             tokens: Mutex::default(),
             signer: crate::jwt::Signer::kit(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let config = ca.server_config(&["localhost", "127.0.0.1", "kubernetes.default.svc"]);
         let server = crate::http::serve_https(Arc::new(Api(inner.clone())), config)?;
@@ -370,6 +371,14 @@ impl ApiServer {
     /// The requests answered so far, oldest first (direct accessor calls excluded; the most
     /// recent 200 000 are kept).
     pub fn request_log(&self) -> Vec<LoggedRequest> {
+        // Requests still being answered (bounded wait) are logged first, so what a test saw
+        // happen is in the log it reads.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.inner.in_flight.load(Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         lock(&self.inner.log).entries()
     }
 
