@@ -712,7 +712,7 @@ impl Reconciler {
         let path = Resource::SECRETS.path(Some(ns), Some(name), None);
         match self.client.get(&path) {
             Ok(obj) => {
-                self.store().apply_fetched_secret(&obj);
+                self.store().apply_secret(&obj);
                 Ok(())
             }
             Err(e) if e.is_not_found() => {

@@ -298,11 +298,6 @@ impl Store {
         keys
     }
 
-    /// Records a Secret read with a GET (it may carry no label).
-    pub fn apply_fetched_secret(&mut self, obj: &Value) {
-        self.apply_secret(obj);
-    }
-
     /// Forgets a deleted Secret.
     pub fn delete_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
         let Some(id) = ns_name(obj) else {

@@ -5,27 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
-use acrpull_testkit::world::{binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY};
+use acrpull_testkit::world::{
+    binding_v1beta2, free_port, http_get, identity, Acrpull, AcrpullOptions, World, REGISTRY,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent.get(url).call().ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.body_mut().read_to_string().ok()?))
 }
 
 fn start(w: &mut World) -> (Acrpull, u16, u16) {
@@ -47,13 +32,15 @@ fn readiness_waits_for_the_initial_binding_lists() {
         .inject(Fault::fail(503, Matcher::verb("list", "acrpullbindings")).times(1_000));
     let (_p, _, h) = start(&mut w);
     let url = format!("http://127.0.0.1:{h}/readyz");
-    let (code, body) = w.wait_for("the probe server", Duration::from_secs(20), || get(&url));
+    let (code, body) = w.wait_for("the probe server", Duration::from_secs(20), || {
+        http_get(&url)
+    });
     assert_eq!(code, 500, "not ready while the binding lists fail: {body}");
-    let (code, _) = get(&format!("http://127.0.0.1:{h}/healthz")).expect("healthz answers");
+    let (code, _) = http_get(&format!("http://127.0.0.1:{h}/healthz")).expect("healthz answers");
     assert_eq!(code, 200, "alive while waiting");
     w.api.clear_faults();
     w.wait_for("ready after the lists", Duration::from_secs(40), || {
-        get(&url).filter(|(c, _)| *c == 200)
+        http_get(&url).filter(|(c, _)| *c == 200)
     });
 }
 
@@ -89,7 +76,7 @@ fn every_metric_family_has_values_after_real_work() {
         "gauges after the first token",
         Duration::from_secs(30),
         || {
-            get(&url)
+            http_get(&url)
                 .map(|(_, t)| t)
                 .filter(|t| value(t, "acrpull_bindings{state=\"ready\"}") == Some(1.0))
         },
@@ -163,7 +150,7 @@ fn every_metric_family_has_values_after_real_work() {
         "429 counted and a cache hit",
         Duration::from_secs(30),
         || {
-            get(&url).map(|(_, t)| t).filter(|t| {
+            http_get(&url).map(|(_, t)| t).filter(|t| {
                 value(
                     t,
                     "acrpull_azure_throttled_total{upstream=\"acr_exchange\"}",

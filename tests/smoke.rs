@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
-use acrpull_testkit::world::{binding_v1beta2, identity, AcrpullOptions, World, REGISTRY};
+use acrpull_testkit::world::{
+    binding_v1beta2, free_port, http_get, identity, AcrpullOptions, World, REGISTRY,
+};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_acrpull"))
@@ -52,12 +54,7 @@ fn v1beta2_binding_gets_secret_reference_and_status() {
 #[test]
 fn metrics_and_probes_answer_after_work() {
     let mut w = World::start();
-    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
-    let (m, h) = {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        (port(&a), port(&b))
-    };
+    let (m, h) = (free_port(), free_port());
     let opts = AcrpullOptions {
         args: vec![
             format!("--metrics-bind-address=127.0.0.1:{m}"),
@@ -80,15 +77,7 @@ fn metrics_and_probes_answer_after_work() {
             ),
         )
         .unwrap();
-    let get = |url: String| -> Option<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent.get(&url).call().ok()?;
-        let code = r.status().as_u16();
-        Some((code, r.body_mut().read_to_string().ok()?))
-    };
+    let get = |url: String| http_get(&url);
     w.wait_for("readyz", Duration::from_secs(20), || {
         get(format!("http://127.0.0.1:{h}/readyz")).filter(|(c, _)| *c == 200)
     });

@@ -894,3 +894,22 @@ impl World {
         self.grant(&identity(1).object_id, host, "*", &["pull"]);
     }
 }
+
+/// A free TCP port on 127.0.0.1 (for acrpull's metrics and probe listeners).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A plain-HTTP GET: status and body, or `None` when nothing answered.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(url).call().ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.body_mut().read_to_string().ok()?))
+}
