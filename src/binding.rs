@@ -4,7 +4,7 @@
 //! types or absurd sizes give typed errors naming the field, never a panic. Errors in `spec` stay
 //! inside the model so a binding with a bad spec can still get a status error and be finalized.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -94,8 +94,6 @@ pub struct Meta {
     pub resource_version: String,
     /// metadata.generation (0 when absent).
     pub generation: i64,
-    /// Labels (non-string values are dropped).
-    pub labels: BTreeMap<String, String>,
     /// Finalizers (non-string entries are dropped).
     pub finalizers: Vec<String>,
     /// Whether `deletionTimestamp` is set.
@@ -117,19 +115,24 @@ pub struct Status {
     pub observed_generation: Option<i64>,
 }
 
+/// Text of a condition field: borrowed when it is one of the values acrpull itself writes (see
+/// [`crate::conditions::intern`]), so the store holds no copy of `Ready`, `True` or the fixed
+/// messages for each of thousands of bindings.
+pub type Text = Cow<'static, str>;
+
 /// One entry of `status.conditions`, as Kubernetes' `metav1.Condition` has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
     /// `Ready` or `TokenValid`.
-    pub type_: String,
+    pub type_: Text,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: Text,
     /// CamelCase reason.
-    pub reason: String,
+    pub reason: Text,
     /// Human-readable detail.
-    pub message: String,
+    pub message: Text,
     /// When `status` last changed, RFC 3339 as written.
-    pub last_transition_time: String,
+    pub last_transition_time: Text,
     /// The generation the condition was computed for.
     pub observed_generation: Option<i64>,
 }
@@ -490,15 +493,6 @@ fn decode_meta(meta: Option<&Value>) -> Result<Meta, DecodeError> {
             }),
         }
     };
-    let labels = meta
-        .get("labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
     let finalizers = meta
         .get("finalizers")
         .and_then(Value::as_array)
@@ -515,7 +509,6 @@ fn decode_meta(meta: Option<&Value>) -> Result<Meta, DecodeError> {
         uid: required("uid", "metadata.uid")?,
         resource_version: required("resourceVersion", "metadata.resourceVersion")?,
         generation: meta.get("generation").and_then(Value::as_i64).unwrap_or(0),
-        labels,
         finalizers,
         deleting: meta.get("deletionTimestamp").is_some_and(|v| !v.is_null()),
     })
@@ -530,7 +523,11 @@ fn decode_status(status: Option<&Value>) -> Status {
         conditions: status
             .and_then(|s| s.get("conditions"))
             .and_then(Value::as_array)
-            .map(|cs| cs.iter().filter_map(decode_condition).collect())
+            .map(|cs| {
+                let mut list: Vec<Condition> = cs.iter().filter_map(decode_condition).collect();
+                list.shrink_to_fit();
+                list
+            })
             .unwrap_or_default(),
         observed_generation: status
             .and_then(|s| s.get("observedGeneration"))
@@ -542,7 +539,10 @@ fn decode_condition(c: &Value) -> Option<Condition> {
     let text = |k: &str| {
         c.get(k)
             .and_then(Value::as_str)
-            .map(|s| s.chars().take(MAX_FIELD_BYTES).collect::<String>())
+            .map(|s| match s.char_indices().nth(MAX_FIELD_BYTES) {
+                Some((end, _)) => Cow::Owned(s[..end].to_string()),
+                None => crate::conditions::intern(s),
+            })
     };
     Some(Condition {
         type_: text("type")?,
@@ -817,7 +817,6 @@ mod tests {
         let b = Binding::decode(ApiVersion::V1beta1, &obj, &defaults()).unwrap();
         assert!(b.meta.deleting);
         assert_eq!(b.meta.generation, 3);
-        assert_eq!(b.meta.labels.len(), 1);
         assert!(!b.has_finalizer());
         assert_eq!(
             b.status.last_token_refresh_time.map(format_time).as_deref(),

@@ -6,15 +6,52 @@
 //! the steady state stays free of writes). `lastTransitionTime` only moves when a condition's
 //! status changes, as Kubernetes API conventions ask.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::binding::{format_time, Binding, Condition};
+use crate::binding::{format_time, Binding, Condition, Text};
 
 /// The binding's pull Secret is current and attached.
 pub const READY: &str = "Ready";
 /// The Secret holds a token that has not expired.
 pub const TOKEN_VALID: &str = "TokenValid";
+
+const READY_MESSAGE: &str =
+    "the pull secret holds a current token and is attached to the service account";
+const PENDING_MESSAGE: &str = "no token has been written yet";
+const NO_TOKEN_MESSAGE: &str = "no registry token has been issued yet";
+
+/// Every fixed string acrpull writes into a condition, so observed conditions can borrow them.
+const KNOWN: &[&str] = &[
+    READY,
+    TOKEN_VALID,
+    "True",
+    "False",
+    "Unknown",
+    "PullSecretReady",
+    "Pending",
+    "TokenExpired",
+    "NoToken",
+    "ServiceAccountNotFound",
+    "InvalidSpec",
+    "ServerNotAllowed",
+    "TokenRequestFailed",
+    "SecretConflict",
+    "PolicyDenied",
+    READY_MESSAGE,
+    PENDING_MESSAGE,
+    NO_TOKEN_MESSAGE,
+];
+
+/// `s` as condition text: borrowed from [`KNOWN`] when it is one of those, else copied.
+pub fn intern(s: &str) -> Text {
+    match KNOWN.iter().find(|k| **k == s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_string()),
+    }
+}
 
 /// The CamelCase reason for a binding error, from its (upstream-compatible) text.
 pub fn reason_for(error: &str) -> &'static str {
@@ -38,10 +75,10 @@ pub fn reason_for(error: &str) -> &'static str {
 
 fn condition(
     b: &Binding,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
+    type_: &'static str,
+    status: &'static str,
+    reason: &'static str,
+    message: Text,
     now: OffsetDateTime,
 ) -> Condition {
     let previous = b.status.conditions.iter().find(|c| c.type_ == type_);
@@ -49,12 +86,12 @@ fn condition(
         Some(p) if p.status == status && !p.last_transition_time.is_empty() => {
             p.last_transition_time.clone()
         }
-        _ => format_time(now),
+        _ => Cow::Owned(format_time(now)),
     };
     Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
+        type_: Cow::Borrowed(type_),
+        status: Cow::Borrowed(status),
+        reason: Cow::Borrowed(reason),
         message,
         last_transition_time,
         observed_generation: Some(b.meta.generation),
@@ -69,23 +106,16 @@ pub fn desired(
     now: OffsetDateTime,
 ) -> Vec<Condition> {
     let ready = match (error, expires) {
-        (Some(e), _) => condition(b, READY, "False", reason_for(e), e.to_string(), now),
+        (Some(e), _) => condition(b, READY, "False", reason_for(e), e.to_string().into(), now),
         (None, Some(_)) => condition(
             b,
             READY,
             "True",
             "PullSecretReady",
-            "the pull secret holds a current token and is attached to the service account".into(),
+            READY_MESSAGE.into(),
             now,
         ),
-        (None, None) => condition(
-            b,
-            READY,
-            "Unknown",
-            "Pending",
-            "no token has been written yet".into(),
-            now,
-        ),
+        (None, None) => condition(b, READY, "Unknown", "Pending", PENDING_MESSAGE.into(), now),
     };
     let token = match expires {
         Some(t) if t > now => condition(
@@ -93,7 +123,7 @@ pub fn desired(
             TOKEN_VALID,
             "True",
             "TokenValid",
-            format!("the registry token expires at {}", format_time(t)),
+            format!("the registry token expires at {}", format_time(t)).into(),
             now,
         ),
         Some(t) => condition(
@@ -101,7 +131,7 @@ pub fn desired(
             TOKEN_VALID,
             "False",
             "TokenExpired",
-            format!("the registry token expired at {}", format_time(t)),
+            format!("the registry token expired at {}", format_time(t)).into(),
             now,
         ),
         None => condition(
@@ -109,7 +139,7 @@ pub fn desired(
             TOKEN_VALID,
             "False",
             "NoToken",
-            "no registry token has been issued yet".into(),
+            NO_TOKEN_MESSAGE.into(),
             now,
         ),
     };
@@ -202,14 +232,8 @@ mod tests {
         let b = binding(3, json!({}));
         let exp = NOW + time::Duration::hours(1);
         let c = desired(&b, None, Some(exp), NOW);
-        assert_eq!(
-            (c[0].status.as_str(), c[0].reason.as_str()),
-            ("True", "PullSecretReady")
-        );
-        assert_eq!(
-            (c[1].status.as_str(), c[1].reason.as_str()),
-            ("True", "TokenValid")
-        );
+        assert_eq!((&*c[0].status, &*c[0].reason), ("True", "PullSecretReady"));
+        assert_eq!((&*c[1].status, &*c[1].reason), ("True", "TokenValid"));
         assert_eq!(c[0].observed_generation, Some(3));
         assert_eq!(c[0].last_transition_time, "2026-01-02T15:04:05Z");
     }
@@ -220,7 +244,7 @@ mod tests {
         let exp = NOW + time::Duration::hours(1);
         let c = desired(&b, Some(r#"service account "x" not found"#), Some(exp), NOW);
         assert_eq!(
-            (c[0].status.as_str(), c[0].reason.as_str()),
+            (&*c[0].status, &*c[0].reason),
             ("False", "ServiceAccountNotFound")
         );
         assert_eq!(c[1].status, "True");
@@ -230,16 +254,10 @@ mod tests {
     fn expired_and_missing_tokens_are_not_valid() {
         let b = binding(1, json!({}));
         let c = desired(&b, Some("failed to retrieve ARM token: x"), Some(NOW), NOW);
-        assert_eq!(
-            (c[1].status.as_str(), c[1].reason.as_str()),
-            ("False", "TokenExpired")
-        );
+        assert_eq!((&*c[1].status, &*c[1].reason), ("False", "TokenExpired"));
         assert_eq!(c[0].reason, "TokenRequestFailed");
         let c = desired(&b, None, None, NOW);
-        assert_eq!(
-            (c[0].status.as_str(), c[1].reason.as_str()),
-            ("Unknown", "NoToken")
-        );
+        assert_eq!((&*c[0].status, &*c[1].reason), ("Unknown", "NoToken"));
     }
 
     #[test]

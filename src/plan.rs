@@ -215,7 +215,7 @@ fn is_owned(b: &Binding, s: &SecretObs) -> bool {
         return false;
     }
     match s.labels.get(BINDING_LABEL) {
-        Some(v) => *v == b.label_value(),
+        Some(v) => v == b.label_value(),
         None => s.name == names::v1beta1_secret_name(&b.meta.name),
     }
 }
@@ -296,8 +296,8 @@ fn usable_times(
     now: OffsetDateTime,
 ) -> Option<TokenTimes> {
     if s.type_ != DOCKERCONFIG_TYPE
-        || s.labels.get(BINDING_LABEL) != Some(&b.label_value())
-        || s.annotations.get(INPUTS_ANNOTATION) != Some(&spec.inputs_hash)
+        || s.labels.get(BINDING_LABEL) != Some(b.label_value().as_str())
+        || s.annotations.get(INPUTS_ANNOTATION) != Some(spec.inputs_hash.as_str())
     {
         return None;
     }
@@ -358,9 +358,9 @@ fn token_need(
 ) -> TokenNeed {
     // Only a Secret minted for the same inputs can hold the token being replaced.
     let not_issued_before = current
-        .filter(|s| s.annotations.get(INPUTS_ANNOTATION) == Some(&spec.inputs_hash))
+        .filter(|s| s.annotations.get(INPUTS_ANNOTATION) == Some(spec.inputs_hash.as_str()))
         .and_then(|s| s.annotations.get(REFRESH_ANNOTATION))
-        .and_then(|r| parse_time(r));
+        .and_then(parse_time);
     TokenNeed {
         version: b.version,
         namespace: b.meta.namespace.clone(),

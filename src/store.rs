@@ -67,9 +67,11 @@ pub enum Observation {
 #[derive(Default)]
 pub struct Store {
     defaults: V1beta1Defaults,
-    bindings: BTreeMap<BindingKey, Binding>,
+    /// Records are boxed: a B-tree node has room for eleven entries and is often half empty, so
+    /// inline half-kilobyte records would waste more than they hold.
+    bindings: BTreeMap<BindingKey, Box<Binding>>,
     /// Secrets carrying the binding label (the watch is label-selected).
-    secrets: BTreeMap<NsName, SecretObs>,
+    secrets: BTreeMap<NsName, Box<SecretObs>>,
     /// Unlabelled Secrets seen through a GET after a create conflicted (foreign, or legacy
     /// msi-acrpull Secrets from before labels existed).
     unlabelled: BTreeMap<NsName, SecretObs>,
@@ -157,7 +159,7 @@ impl Store {
 
     /// A binding, if known.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
-        self.bindings.get(key)
+        self.bindings.get(key).map(|b| &**b)
     }
 
     fn range_ns<'a, V>(
@@ -177,7 +179,7 @@ impl Store {
         self.bindings
             .range(start..)
             .take_while(move |(k, _)| k.namespace == ns)
-            .map(|(_, b)| b)
+            .map(|(_, b)| &**b)
     }
 
     fn key_of(b: &Binding) -> BindingKey {
@@ -206,7 +208,7 @@ impl Store {
                 return Ok(None);
             }
         }
-        self.bindings.insert(key.clone(), b);
+        self.bindings.insert(key.clone(), Box::new(b));
         Ok(Some(key))
     }
 
@@ -269,7 +271,7 @@ impl Store {
         }
         if let Some(label) = s.labels.get(BINDING_LABEL) {
             for b in self.bindings_in(ns) {
-                if &b.label_value() == label || b.secret_name() == s.name {
+                if b.label_value() == label || b.secret_name() == s.name {
                     keys.insert(Self::key_of(b));
                 }
             }
@@ -282,7 +284,12 @@ impl Store {
         let (Some(id), Some(s)) = (ns_name(obj), SecretObs::from_object(obj)) else {
             return Vec::new();
         };
-        if let Some(old) = self.secrets.get(&id).or_else(|| self.unlabelled.get(&id)) {
+        if let Some(old) = self
+            .secrets
+            .get(&id)
+            .map(|s| &**s)
+            .or_else(|| self.unlabelled.get(&id))
+        {
             if old.uid == s.uid && is_not_newer(&s.resource_version, &old.resource_version) {
                 return Vec::new();
             }
@@ -290,7 +297,7 @@ impl Store {
         let keys = self.secret_owners(&id.0, &s);
         self.unlabelled.remove(&id);
         if s.labels.contains_key(BINDING_LABEL) {
-            self.secrets.insert(id, s);
+            self.secrets.insert(id, Box::new(s));
         } else {
             self.secrets.remove(&id);
             self.unlabelled.insert(id, s);
@@ -347,7 +354,7 @@ impl Store {
             .image_pull_secrets
             .iter()
             .filter_map(|n| self.secrets.get(&(ns.to_string(), n.clone())))
-            .filter_map(|s| s.labels.get(BINDING_LABEL).map(String::as_str))
+            .filter_map(|s| s.labels.get(BINDING_LABEL))
             .collect();
         self.bindings_in(ns)
             .filter(|b| {
@@ -517,8 +524,10 @@ impl Store {
         let label = b.label_value();
         let expected = b.secret_name();
         let mut secrets: Vec<SecretObs> = Self::range_ns(&self.secrets, ns)
-            .filter(|(_, s)| s.labels.get(BINDING_LABEL) == Some(&label) || s.name == expected)
-            .map(|(_, s)| s.clone())
+            .filter(|(_, s)| {
+                s.labels.get(BINDING_LABEL) == Some(label.as_str()) || s.name == expected
+            })
+            .map(|(_, s)| (**s).clone())
             .collect();
         if let Some(s) = self.unlabelled.get(&(ns.clone(), expected.clone())) {
             secrets.push(s.clone());
@@ -551,7 +560,7 @@ impl Store {
             .map(|(_, sa)| sa.clone())
             .collect();
         Some(Observation::Ready(Box::new(Observed {
-            binding: b.clone(),
+            binding: (**b).clone(),
             secrets,
             target_sa,
             other_sas,

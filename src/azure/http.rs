@@ -178,6 +178,9 @@ impl HttpClients {
                 .timeout_global(Some(config.call_timeout))
                 .user_agent(concat!("acrpull/", env!("CARGO_PKG_VERSION")))
                 .proxy(proxy)
+                .input_buffer_size(crate::http_buffers::INPUT)
+                .output_buffer_size(crate::http_buffers::OUTPUT)
+                .max_response_header_size(crate::http_buffers::MAX_RESPONSE_HEADER)
         };
 
         let imds = Agent::with_parts(

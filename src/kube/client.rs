@@ -261,6 +261,9 @@ impl Client {
             .timeout_global(Some(config.request_timeout))
             .user_agent(concat!("acrpull/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
+            .input_buffer_size(crate::http_buffers::INPUT)
+            .output_buffer_size(crate::http_buffers::OUTPUT)
+            .max_response_header_size(crate::http_buffers::MAX_RESPONSE_HEADER)
             .build()
             .into();
         Ok(Client {

@@ -1,10 +1,9 @@
 //! What the planner observes: the binding, its Secrets and the ServiceAccounts around it.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::binding::Binding;
+use crate::strmap::StrMap;
 
 /// An ownerReference as observed on a Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,9 +32,9 @@ pub struct SecretObs {
     /// `type`.
     pub type_: String,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: StrMap,
     /// Annotations.
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: StrMap,
     /// ownerReferences.
     pub owner_refs: Vec<OwnerRef>,
 }
@@ -66,11 +65,11 @@ pub struct Observed {
     pub other_sas: Vec<SaObs>,
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+fn string_map(v: Option<&Value>) -> StrMap {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
                 .collect()
         })
         .unwrap_or_default()

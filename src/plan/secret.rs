@@ -66,11 +66,11 @@ pub fn secret_body(
     let mut labels: Map<String, Value> = Map::new();
     let mut annotations: Map<String, Value> = Map::new();
     if let Some(old) = previous {
-        for (k, v) in &old.labels {
-            labels.insert(k.clone(), Value::String(v.clone()));
+        for (k, v) in old.labels.iter() {
+            labels.insert(k.to_string(), Value::String(v.to_string()));
         }
-        for (k, v) in &old.annotations {
-            annotations.insert(k.clone(), Value::String(v.clone()));
+        for (k, v) in old.annotations.iter() {
+            annotations.insert(k.to_string(), Value::String(v.to_string()));
         }
     }
     labels.insert(BINDING_LABEL.into(), json!(binding.label_value()));

@@ -3,11 +3,11 @@
 use super::*;
 use crate::binding::Identity;
 use crate::binding::{format_time, V1beta1Defaults};
+use crate::strmap::StrMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use time::macros::datetime;
 
 const NOW: OffsetDateTime = datetime!(2006-01-02 15:04:05 UTC);
@@ -87,8 +87,8 @@ fn owned(
         resource_version: format!("rv-{name}"),
         uid: format!("uid-{name}"),
         type_: DOCKERCONFIG_TYPE.into(),
-        labels: BTreeMap::from([(BINDING_LABEL.to_string(), b.label_value())]),
-        annotations: BTreeMap::from([
+        labels: StrMap::from([(BINDING_LABEL.to_string(), b.label_value())]),
+        annotations: StrMap::from([
             (EXPIRY_ANNOTATION.to_string(), format_time(expires)),
             (REFRESH_ANNOTATION.to_string(), format_time(issued)),
             (INPUTS_ANNOTATION.to_string(), inputs.to_string()),
@@ -1109,8 +1109,8 @@ fn foreign_labels_and_annotations_survive_a_replace() {
         NOW + Duration::hours(4),
         &hash,
     );
-    s.labels.insert("team".into(), "a".into());
-    s.annotations.insert("note".into(), "keep".into());
+    s.labels.insert("team", "a");
+    s.annotations.insert("note", "keep");
     let o = obs(
         b,
         vec![s],
@@ -1131,8 +1131,7 @@ fn foreign_labels_and_annotations_survive_a_replace() {
 fn corrupted_annotations_are_treated_as_expired() {
     let b = with_status(v2(v2_spec()), NOW, long_expiry());
     let mut s = current(&b);
-    s.annotations
-        .insert(EXPIRY_ANNOTATION.into(), "not a time".into());
+    s.annotations.insert(EXPIRY_ANNOTATION, "not a time");
     let o = obs(
         b,
         vec![s],
@@ -1411,7 +1410,7 @@ fn every_scenario_converges_in_one_pass() {
     let mut legacy = current(&v1b);
     legacy.labels.clear();
     let o = converges(obs(v1b, vec![legacy], Some(sa("default", &[])), vec![]));
-    assert_eq!(o.secrets[0].labels[BINDING_LABEL], "binding");
+    assert_eq!(o.secrets[0].labels.get(BINDING_LABEL), Some("binding"));
 
     // Deletion leaves nothing behind.
     let gone = binding(ApiVersion::V1beta2, v2_spec(), json!({}), true, true);
