@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::text::Text;
+
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -40,7 +42,7 @@ pub enum ApiVersion {
 
 impl ApiVersion {
     /// The `apiVersion` string.
-    pub fn api_version(self) -> &'static str {
+    pub const fn api_version(self) -> &'static str {
         match self {
             ApiVersion::V1beta1 => "msi-acrpull.microsoft.com/v1beta1",
             ApiVersion::V1beta2 => "acrpull.microsoft.com/v1beta2",
@@ -114,11 +116,6 @@ pub struct Status {
     /// `status.observedGeneration` as observed.
     pub observed_generation: Option<i64>,
 }
-
-/// Text of a condition field: borrowed when it is one of the values acrpull itself writes (see
-/// [`crate::conditions::intern`]), so the store holds no copy of `Ready`, `True` or the fixed
-/// messages for each of thousands of bindings.
-pub type Text = Cow<'static, str>;
 
 /// One entry of `status.conditions`, as Kubernetes' `metav1.Condition` has it.
 #[derive(Clone, Debug, PartialEq, Eq)]

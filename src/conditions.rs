@@ -11,7 +11,8 @@ use std::borrow::Cow;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::binding::{format_time, Binding, Condition, Text};
+use crate::binding::{format_time, Binding, Condition};
+use crate::text::Text;
 
 /// The binding's pull Secret is current and attached.
 pub const READY: &str = "Ready";
@@ -45,12 +46,10 @@ const KNOWN: &[&str] = &[
     NO_TOKEN_MESSAGE,
 ];
 
-/// `s` as condition text: borrowed from [`KNOWN`] when it is one of those, else copied.
+/// `s` as condition text, borrowed when acrpull itself writes that value, so the store holds no
+/// copy of `Ready`, `True` or the fixed messages for each of thousands of bindings.
 pub fn intern(s: &str) -> Text {
-    match KNOWN.iter().find(|k| **k == s) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(s.to_string()),
-    }
+    crate::text::intern(s, KNOWN)
 }
 
 /// The CamelCase reason for a binding error, from its (upstream-compatible) text.

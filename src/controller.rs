@@ -373,8 +373,8 @@ fn left_selector(feed: Feed, event: &WatchEvent) -> Option<BindingKey> {
             .any(|v| v.as_str() == Some(crate::binding::FINALIZER))
     });
     ours.then(|| BindingKey {
-        namespace: m["namespace"].as_str().unwrap_or_default().to_string(),
-        name: m["name"].as_str().unwrap_or_default().to_string(),
+        namespace: m["namespace"].as_str().unwrap_or_default().into(),
+        name: m["name"].as_str().unwrap_or_default().into(),
         version,
     })
 }

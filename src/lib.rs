@@ -35,5 +35,6 @@ pub mod signals;
 pub mod store;
 pub mod strmap;
 pub mod suffix;
+pub mod text;
 pub mod tokens;
 pub mod workload;

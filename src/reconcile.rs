@@ -550,7 +550,7 @@ impl Reconciler {
         rv: &mut String,
         finalizers: &[String],
     ) -> Result<(), WriteFailure> {
-        let ns = key.namespace.as_str();
+        let ns = &*key.namespace;
         let result = match w {
             Write::AddFinalizer => self
                 .client

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -16,12 +17,14 @@ use crate::names::{is_managed_name, BINDING_LABEL};
 use crate::plan::{Observed, SaObs, SecretObs};
 
 /// Identifies one binding: namespace first, so a namespace's bindings are one range of the map.
+/// Shared strings, because every binding's key is copied into the work queue, the deadline heap and
+/// the retry gates; a copy is then a reference count, not two allocations.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BindingKey {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Which of the two binding resources.
     pub version: ApiVersion,
 }
@@ -172,20 +175,20 @@ impl Store {
 
     fn bindings_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Binding> + 'a {
         let start = BindingKey {
-            namespace: ns.to_string(),
-            name: String::new(),
+            namespace: ns.into(),
+            name: "".into(),
             version: ApiVersion::V1beta1,
         };
         self.bindings
             .range(start..)
-            .take_while(move |(k, _)| k.namespace == ns)
+            .take_while(move |(k, _)| &*k.namespace == ns)
             .map(|(_, b)| &**b)
     }
 
     fn key_of(b: &Binding) -> BindingKey {
         BindingKey {
-            namespace: b.meta.namespace.clone(),
-            name: b.meta.name.clone(),
+            namespace: b.meta.namespace.as_str().into(),
+            name: b.meta.name.as_str().into(),
             version: b.version,
         }
     }
@@ -216,8 +219,8 @@ impl Store {
     pub fn delete_binding(&mut self, version: ApiVersion, obj: &Value) -> Option<BindingKey> {
         let (namespace, name) = ns_name(obj)?;
         let key = BindingKey {
-            namespace,
-            name,
+            namespace: namespace.into(),
+            name: name.into(),
             version,
         };
         self.bindings.remove(&key).map(|_| key)
@@ -264,8 +267,8 @@ impl Store {
                 _ => continue,
             };
             keys.insert(BindingKey {
-                namespace: ns.to_string(),
-                name: r.name.clone(),
+                namespace: ns.into(),
+                name: r.name.as_str().into(),
                 version,
             });
         }
@@ -481,7 +484,9 @@ impl Store {
                 let stale: Vec<BindingKey> = self
                     .bindings
                     .keys()
-                    .filter(|k| k.version == v && gone(&(k.namespace.clone(), k.name.clone())))
+                    .filter(|k| {
+                        k.version == v && gone(&(k.namespace.to_string(), k.name.to_string()))
+                    })
                     .cloned()
                     .collect();
                 for k in &stale {
@@ -520,7 +525,7 @@ impl Store {
     /// Everything the planner needs about `key`, or `None` if the binding is gone.
     pub fn observe(&self, key: &BindingKey) -> Option<Observation> {
         let b = self.bindings.get(key)?;
-        let ns = &key.namespace;
+        let ns = &b.meta.namespace;
         let label = b.label_value();
         let expected = b.secret_name();
         let mut secrets: Vec<SecretObs> = Self::range_ns(&self.secrets, ns)

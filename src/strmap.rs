@@ -2,15 +2,18 @@
 //!
 //! A `BTreeMap<String, String>` allocates a node with room for eleven entries however few it
 //! holds (about 1.2 KiB for the three or four entries of a pull Secret); at ten thousand Secrets
-//! that was the largest single item in acrpull's memory. Sorted boxed pairs in one exact-sized
-//! allocation hold the same in about a tenth, and lookups stay logarithmic.
+//! that was the largest single item in acrpull's memory. Sorted pairs in one exact-sized
+//! allocation hold the same in about a tenth, and lookups stay logarithmic. Keys are [`Text`], so
+//! the well-known ones can be borrowed instead of copied.
 
 use std::fmt;
 
-/// Sorted, unique keys; each key and value sized exactly.
+use crate::text::Text;
+
+/// Sorted, unique keys; each value sized exactly.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct StrMap {
-    entries: Vec<(Box<str>, Box<str>)>,
+    entries: Vec<(Text, Box<str>)>,
 }
 
 impl StrMap {
@@ -34,7 +37,7 @@ impl StrMap {
     }
 
     /// Sets `key` to `value`, replacing an earlier value.
-    pub fn insert(&mut self, key: impl Into<Box<str>>, value: impl Into<Box<str>>) {
+    pub fn insert(&mut self, key: impl Into<Text>, value: impl Into<Box<str>>) {
         let key = key.into();
         match self.find(&key) {
             Ok(i) => self.entries[i].1 = value.into(),
@@ -63,16 +66,16 @@ impl StrMap {
     }
 }
 
-impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for StrMap {
+impl<K: Into<Text>, V: Into<Box<str>>> FromIterator<(K, V)> for StrMap {
     /// Later duplicates win, as they would in a map built by repeated inserts.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> StrMap {
-        let mut entries: Vec<(Box<str>, Box<str>)> = iter
+        let mut entries: Vec<(Text, Box<str>)> = iter
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
         // Stable sort keeps insertion order among equal keys; keep the last of each run.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut deduped: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(entries.len());
+        let mut deduped: Vec<(Text, Box<str>)> = Vec::with_capacity(entries.len());
         for e in entries {
             match deduped.last_mut() {
                 Some(last) if last.0 == e.0 => *last = e,
@@ -84,7 +87,7 @@ impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for StrMap {
     }
 }
 
-impl<K: Into<Box<str>>, V: Into<Box<str>>, const N: usize> From<[(K, V); N]> for StrMap {
+impl<K: Into<Text>, V: Into<Box<str>>, const N: usize> From<[(K, V); N]> for StrMap {
     fn from(pairs: [(K, V); N]) -> StrMap {
         pairs.into_iter().collect()
     }

@@ -2,16 +2,37 @@
 
 use serde_json::Value;
 
-use crate::binding::Binding;
+use crate::binding::{ApiVersion, Binding, KIND};
+use crate::names::BINDING_LABEL;
+use crate::plan::secret::{
+    DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION, REFRESH_ANNOTATION,
+};
 use crate::strmap::StrMap;
+use crate::text::{intern, Text};
+
+/// Label and annotation keys every pull Secret carries.
+const KNOWN_KEYS: &[&str] = &[
+    BINDING_LABEL,
+    EXPIRY_ANNOTATION,
+    REFRESH_ANNOTATION,
+    INPUTS_ANNOTATION,
+];
+
+/// Owner `apiVersion`s and `kind`s, and Secret types, that pull Secrets carry.
+const KNOWN_VALUES: &[&str] = &[
+    ApiVersion::V1beta2.api_version(),
+    ApiVersion::V1beta1.api_version(),
+    KIND,
+    DOCKERCONFIG_TYPE,
+];
 
 /// An ownerReference as observed on a Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerRef {
     /// `apiVersion` of the owner.
-    pub api_version: String,
+    pub api_version: Text,
     /// `kind` of the owner.
-    pub kind: String,
+    pub kind: Text,
     /// `name` of the owner.
     pub name: String,
     /// `uid` of the owner.
@@ -30,7 +51,7 @@ pub struct SecretObs {
     /// UID.
     pub uid: String,
     /// `type`.
-    pub type_: String,
+    pub type_: Text,
     /// Labels.
     pub labels: StrMap,
     /// Annotations.
@@ -69,10 +90,14 @@ fn string_map(v: Option<&Value>) -> StrMap {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+                .filter_map(|(k, v)| v.as_str().map(|v| (intern(k, KNOWN_KEYS), v)))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn known_text(v: Option<&Value>) -> Text {
+    intern(v.and_then(Value::as_str).unwrap_or_default(), KNOWN_VALUES)
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -91,8 +116,8 @@ impl SecretObs {
             .map(|refs| {
                 refs.iter()
                     .map(|r| OwnerRef {
-                        api_version: text(r.get("apiVersion")),
-                        kind: text(r.get("kind")),
+                        api_version: known_text(r.get("apiVersion")),
+                        kind: known_text(r.get("kind")),
                         name: text(r.get("name")),
                         uid: text(r.get("uid")),
                         controller: r.get("controller").and_then(Value::as_bool) == Some(true),
@@ -104,7 +129,7 @@ impl SecretObs {
             name,
             resource_version: text(meta.get("resourceVersion")),
             uid: text(meta.get("uid")),
-            type_: text(obj.get("type")),
+            type_: known_text(obj.get("type")),
             labels: string_map(meta.get("labels")),
             annotations: string_map(meta.get("annotations")),
             owner_refs,
