@@ -153,7 +153,8 @@ pub enum Environment {
     /// Azure China.
     ChinaCloud,
     /// A custom cloud; `None` when `cloudConfig` is missing (a spec error, never a crash).
-    AirgappedCloud(Option<CloudConfig>),
+    /// Boxed: rare, and inline it would double the size of every binding's record.
+    AirgappedCloud(Option<Box<CloudConfig>>),
 }
 
 impl Environment {

@@ -148,7 +148,7 @@ fn decode_environment(acr: Option<&Value>) -> Result<Environment, SpecError> {
             let cfg = opt_obj(acr, "cloudConfig", "spec.acr.cloudConfig")?;
             match cfg {
                 None => Environment::AirgappedCloud(None),
-                Some(c) => Environment::AirgappedCloud(Some(CloudConfig {
+                Some(c) => Environment::AirgappedCloud(Some(Box::new(CloudConfig {
                     entra_authority_host: non_empty(
                         Some(c),
                         "entraAuthorityHost",
@@ -159,7 +159,7 @@ fn decode_environment(acr: Option<&Value>) -> Result<Environment, SpecError> {
                         "resourceManagerAudience",
                         "spec.acr.cloudConfig.resourceManagerAudience",
                     )?,
-                })),
+                }))),
             }
         }
         Some(_) => return Err(SpecError::UnsupportedEnvironment),
