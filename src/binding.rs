@@ -111,10 +111,30 @@ pub struct Status {
     pub token_expiration_time: Option<OffsetDateTime>,
     /// The current error, `None` when empty or absent.
     pub error: Option<String>,
-    /// `status.conditions` as observed (ours: `Ready`, `TokenValid`).
-    pub conditions: Vec<Condition>,
+    /// Our `Ready` condition as observed.
+    pub ready: Option<OwnCondition>,
+    /// Our `TokenValid` condition as observed.
+    pub token_valid: Option<OwnCondition>,
+    /// Whether either of ours appeared more than once (the list needs rewriting).
+    pub own_duplicated: bool,
+    /// Conditions other tools set, kept whole so a status write preserves them.
+    pub foreign: Vec<Condition>,
     /// `status.observedGeneration` as observed.
     pub observed_generation: Option<i64>,
+}
+
+/// One of acrpull's own conditions as observed, reduced to what a pass needs: its status and
+/// transition time (kept while the status holds) and a digest of the whole entry (to tell
+/// whether a write would change it). The reason and message are not kept: thousands of bindings
+/// each holding their own copies was a tenth of acrpull's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnCondition {
+    /// `True`, `False` or `Unknown`.
+    pub status: Text,
+    /// When `status` last changed, RFC 3339 as written.
+    pub last_transition_time: Text,
+    /// [`Condition::digest`] of the entry.
+    pub digest: u64,
 }
 
 /// One entry of `status.conditions`, as Kubernetes' `metav1.Condition` has it.
@@ -132,6 +152,26 @@ pub struct Condition {
     pub last_transition_time: Text,
     /// The generation the condition was computed for.
     pub observed_generation: Option<i64>,
+}
+
+impl Condition {
+    /// A digest of every field, equal for equal conditions; stable within one process, which is
+    /// all it is compared across.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        for field in [
+            &self.type_,
+            &self.status,
+            &self.reason,
+            &self.message,
+            &self.last_transition_time,
+        ] {
+            field.as_ref().hash(&mut h);
+        }
+        self.observed_generation.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// Air-gapped cloud endpoints (`spec.acr.cloudConfig`).
@@ -514,23 +554,39 @@ fn decode_meta(meta: Option<&Value>) -> Result<Meta, DecodeError> {
 
 fn decode_status(status: Option<&Value>) -> Status {
     let get = |k: &str| status.and_then(|s| s.get(k)).and_then(Value::as_str);
-    Status {
+    let mut out = Status {
         last_token_refresh_time: get("lastTokenRefreshTime").and_then(parse_time),
         token_expiration_time: get("tokenExpirationTime").and_then(parse_time),
         error: get("error").filter(|e| !e.is_empty()).map(str::to_string),
-        conditions: status
-            .and_then(|s| s.get("conditions"))
-            .and_then(Value::as_array)
-            .map(|cs| {
-                let mut list: Vec<Condition> = cs.iter().filter_map(decode_condition).collect();
-                list.shrink_to_fit();
-                list
-            })
-            .unwrap_or_default(),
         observed_generation: status
             .and_then(|s| s.get("observedGeneration"))
             .and_then(Value::as_i64),
+        ..Status::default()
+    };
+    let listed = status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array);
+    for c in listed.into_iter().flatten().filter_map(decode_condition) {
+        let slot = match &*c.type_ {
+            crate::conditions::READY => &mut out.ready,
+            crate::conditions::TOKEN_VALID => &mut out.token_valid,
+            _ => {
+                out.foreign.push(c);
+                continue;
+            }
+        };
+        if slot.is_some() {
+            out.own_duplicated = true;
+        }
+        let digest = c.digest();
+        *slot = Some(OwnCondition {
+            status: c.status,
+            last_transition_time: c.last_transition_time,
+            digest,
+        });
     }
+    out.foreign.shrink_to_fit();
+    out
 }
 
 fn decode_condition(c: &Value) -> Option<Condition> {

@@ -80,7 +80,10 @@ fn condition(
     message: Text,
     now: OffsetDateTime,
 ) -> Condition {
-    let previous = b.status.conditions.iter().find(|c| c.type_ == type_);
+    let previous = match type_ {
+        READY => b.status.ready.as_ref(),
+        _ => b.status.token_valid.as_ref(),
+    };
     let last_transition_time = match previous {
         Some(p) if p.status == status && !p.last_transition_time.is_empty() => {
             p.last_transition_time.clone()
@@ -164,26 +167,20 @@ pub fn status_patch(
     now: OffsetDateTime,
 ) -> Option<Value> {
     let want = desired(b, error, expires, now);
-    let ours: Vec<&Condition> = b
-        .status
-        .conditions
-        .iter()
-        .filter(|c| c.type_ == READY || c.type_ == TOKEN_VALID)
-        .collect();
-    let same = ours.len() == want.len()
-        && want.iter().all(|w| ours.contains(&w))
+    let observed = |c: &Condition| match &*c.type_ {
+        READY => b.status.ready.as_ref(),
+        _ => b.status.token_valid.as_ref(),
+    };
+    let same = !b.status.own_duplicated
+        && want
+            .iter()
+            .all(|w| observed(w).is_some_and(|o| o.digest == w.digest()))
         && b.status.observed_generation == Some(b.meta.generation);
     if same {
         return None;
     }
     // Conditions other tools set on the binding are kept; ours replace their previous selves.
-    let mut list: Vec<Value> = b
-        .status
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != READY && c.type_ != TOKEN_VALID)
-        .map(to_json)
-        .collect();
+    let mut list: Vec<Value> = b.status.foreign.iter().map(to_json).collect();
     list.extend(want.iter().map(to_json));
     Some(json!({"conditions": list, "observedGeneration": b.meta.generation}))
 }
@@ -315,5 +312,31 @@ mod tests {
         let p = status_patch(&b, None, None, NOW).unwrap();
         assert_eq!(p["conditions"][0]["type"], "Audited");
         assert_eq!(p["conditions"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_edited_message_is_written_back() {
+        let mut b = binding(1, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let mut first = status_patch(&b, None, Some(exp), NOW).unwrap();
+        first["conditions"][0]["message"] = json!("edited by hand");
+        apply(&mut b, &first);
+        let again = status_patch(&b, None, Some(exp), NOW).expect("the edit is undone");
+        assert_eq!(again["conditions"][0]["message"], READY_MESSAGE);
+    }
+
+    #[test]
+    fn a_duplicated_condition_is_written_back_once() {
+        let mut b = binding(1, json!({}));
+        let exp = NOW + time::Duration::hours(1);
+        let mut first = status_patch(&b, None, Some(exp), NOW).unwrap();
+        let ready = first["conditions"][0].clone();
+        first["conditions"].as_array_mut().unwrap().push(ready);
+        apply(&mut b, &first);
+        assert!(b.status.own_duplicated);
+        let again = status_patch(&b, None, Some(exp), NOW).expect("duplicates are rewritten");
+        assert_eq!(again["conditions"].as_array().unwrap().len(), 2);
+        apply(&mut b, &again);
+        assert!(status_patch(&b, None, Some(exp), NOW).is_none());
     }
 }

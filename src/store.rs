@@ -81,8 +81,11 @@ pub struct Store {
     sas: BTreeMap<NsName, SaObs>,
     /// ServiceAccounts a GET found missing; the ServiceAccount watch clears them on creation.
     absent_sas: BTreeSet<NsName>,
-    /// Objects seen so far by each multi-page relist in progress.
-    relists: BTreeMap<Kind, BTreeSet<NsName>>,
+    /// Objects seen so far by each multi-page relist in progress; `None` when the store held
+    /// nothing of that kind as the relist began (the first list), so nothing can be stale and
+    /// the names need not be kept: at start-up that set was tens of thousands of short-lived
+    /// allocations interleaved with the records, and it raised the high-water mark for good.
+    relists: BTreeMap<Kind, Option<BTreeSet<NsName>>>,
     /// Whether the Secret and ServiceAccount watches have listed at least once.
     secrets_listed: bool,
     sas_listed: bool,
@@ -461,24 +464,41 @@ impl Store {
     /// Folds one page of a multi-page relist (`first` starts it); returns the bindings to queue.
     pub fn relist_page(&mut self, kind: Kind, first: bool, objs: &[Value]) -> Vec<BindingKey> {
         if first {
-            self.relists.insert(kind, BTreeSet::new());
+            let held = self.holds_any(kind);
+            self.relists.insert(kind, held.then(BTreeSet::new));
         }
         let mut keys = Vec::new();
         for obj in objs {
-            if let Some(id) = ns_name(obj) {
-                self.relists.entry(kind).or_default().insert(id);
+            let seen = self
+                .relists
+                .entry(kind)
+                .or_insert_with(|| Some(BTreeSet::new()));
+            if let (Some(seen), Some(id)) = (seen, ns_name(obj)) {
+                seen.insert(id);
             }
             keys.extend(self.apply_kind(kind, obj));
         }
         keys
     }
 
+    /// Whether the store holds any object of `kind`.
+    fn holds_any(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Bindings(v) => self.bindings.keys().any(|k| k.version == v),
+            Kind::Secrets => !self.secrets.is_empty(),
+            Kind::ServiceAccounts => !self.sas.is_empty(),
+        }
+    }
+
     /// Folds the last page of a multi-page relist and forgets every object of `kind` that none
     /// of its pages held (deleted while we were disconnected).
     pub fn relist_end(&mut self, kind: Kind, objs: &[Value]) -> Vec<BindingKey> {
         let mut keys = self.relist_page(kind, false, objs);
-        let seen = self.relists.remove(&kind).unwrap_or_default();
-        let gone = |id: &NsName| !seen.contains(id);
+        let seen = self
+            .relists
+            .remove(&kind)
+            .unwrap_or_else(|| Some(BTreeSet::new()));
+        let gone = |id: &NsName| seen.as_ref().is_some_and(|s| !s.contains(id));
         match kind {
             Kind::Bindings(v) => {
                 let stale: Vec<BindingKey> = self
@@ -770,6 +790,27 @@ mod tests {
         assert_eq!(keys, vec![key("ns", "gone"), key("ns", "new")]);
         assert_eq!(s.binding_count(), 2);
         assert!(s.binding(&key("ns", "gone")).is_none());
+    }
+
+    #[test]
+    fn a_first_list_keeps_no_names_and_still_folds_every_page() {
+        let mut s = Store::default();
+        let kind = Kind::Bindings(ApiVersion::V1beta2);
+        let first = s.relist_page(kind, true, &[binding("ns", "a", "default", "1")]);
+        assert_eq!(first, vec![key("ns", "a")]);
+        assert_eq!(
+            s.relists.get(&kind),
+            Some(&None),
+            "nothing held, nothing to prune"
+        );
+        let last = s.relist_end(kind, &[binding("ns", "b", "default", "1")]);
+        assert_eq!(last, vec![key("ns", "b")]);
+        assert_eq!(s.binding_count(), 2);
+        // The next relist starts from a full store, so it tracks names and prunes again.
+        s.relist_page(kind, true, &[binding("ns", "a", "default", "1")]);
+        assert!(matches!(s.relists.get(&kind), Some(Some(_))));
+        s.relist_end(kind, &[]);
+        assert!(s.binding(&key("ns", "b")).is_none());
     }
 
     #[test]
