@@ -1,7 +1,8 @@
 //! The object store: one global resourceVersion counter, the event log, and write semantics
 //! (create, update, status, patch, delete, finalizers) as kube-apiserver applies them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -73,8 +74,18 @@ pub type ObjKey = (usize, String, String);
 pub struct State {
     /// The last resourceVersion handed out.
     pub rv: u64,
-    /// Live objects.
-    pub objects: BTreeMap<ObjKey, Value>,
+    /// Live objects. Private: every insert and removal goes through [`State::put`] and
+    /// [`State::take`], which keep the ownership indexes below in step.
+    objects: BTreeMap<ObjKey, Value>,
+    /// Live objects' keys by uid: whether an owner exists.
+    uid_keys: HashMap<String, ObjKey>,
+    /// Owner uid -> live objects whose `ownerReferences` name it (the owner may be gone).
+    dependents: HashMap<String, BTreeSet<ObjKey>>,
+    /// Objects the garbage collector has to look at: dependents of removed objects, and objects
+    /// written with owners none of which exists. Nothing else can become an orphan.
+    gc_pending: BTreeSet<ObjKey>,
+    /// How many objects garbage collection has examined, ever (its cost, for tests).
+    pub gc_examined: u64,
     /// Recent events, oldest first, strictly increasing rv.
     pub log: VecDeque<Arc<Event>>,
     /// How many events `log` keeps.
@@ -196,16 +207,13 @@ fn name_suffix() -> String {
         .collect()
 }
 
-/// The labels of an object as a map.
-pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The uids an object's `ownerReferences` name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["uid"].as_str().unwrap_or(""))
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -227,14 +235,19 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The object without `metadata` and `status`: what `generation` tracks.
-fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
+/// Whether two objects are equal outside `metadata` and `status`: what `generation` tracks.
+/// Compared in place; copying both objects per update cost more than the rest of the write.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let tracked = |k: &String| k != "metadata" && k != "status";
+            a.keys().filter(|k| tracked(k)).count() == b.keys().filter(|k| tracked(k)).count()
+                && a.iter()
+                    .filter(|(k, _)| tracked(k))
+                    .all(|(k, v)| b.get(k) == Some(v))
+        }
+        _ => a == b,
     }
-    o
 }
 
 /// A continue token: the list's rv and the last key returned.
@@ -297,6 +310,10 @@ impl State {
         State {
             rv: FIRST_RV,
             objects: BTreeMap::new(),
+            uid_keys: HashMap::new(),
+            dependents: HashMap::new(),
+            gc_pending: BTreeSet::new(),
+            gc_examined: 0,
             log: VecDeque::new(),
             history_limit: DEFAULT_HISTORY,
             dropped_through: 0,
@@ -360,6 +377,91 @@ impl State {
                 self.compacted = self.compacted.max(e.rv);
             }
         }
+    }
+
+    /// Stores an object under `key` (replacing what was there) and indexes its uid and owners.
+    fn put(&mut self, key: ObjKey, obj: Value) {
+        if let Some(old) = self.objects.remove(&key) {
+            self.unindex(&key, &old);
+        }
+        let uid = meta_str(&obj, "uid");
+        if !uid.is_empty() {
+            self.uid_keys.insert(uid.to_string(), key.clone());
+        }
+        let mut owners = 0;
+        let mut owner_alive = false;
+        for owner in owner_uids(&obj) {
+            owners += 1;
+            owner_alive |= self.uid_keys.contains_key(owner);
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        if owners > 0 && !owner_alive {
+            // Written with owners none of which exists: the collector deletes it, as it would
+            // have found it on a full sweep.
+            self.gc_pending.insert(key.clone());
+        }
+        self.objects.insert(key, obj);
+    }
+
+    /// Removes an object and its index entries; its dependents become collection candidates.
+    fn take(&mut self, key: &ObjKey) -> Option<Value> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        if let Some(deps) = self.dependents.get(meta_str(&old, "uid")) {
+            self.gc_pending.extend(deps.iter().cloned());
+        }
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &ObjKey, old: &Value) {
+        let uid = meta_str(old, "uid");
+        if self.uid_keys.get(uid) == Some(key) {
+            self.uid_keys.remove(uid);
+        }
+        for owner in owner_uids(old) {
+            if let Some(deps) = self.dependents.get_mut(owner) {
+                deps.remove(key);
+                if deps.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// Whether a live object has this uid.
+    pub fn uid_exists(&self, uid: &str) -> bool {
+        self.uid_keys.contains_key(uid)
+    }
+
+    /// Whether the garbage collector has objects to look at.
+    pub fn gc_due(&self) -> bool {
+        !self.gc_pending.is_empty()
+    }
+
+    /// The objects the garbage collector has to look at, in key order; the set starts empty again.
+    pub fn take_gc_candidates(&mut self) -> BTreeSet<ObjKey> {
+        std::mem::take(&mut self.gc_pending)
+    }
+
+    /// The stored object under a key.
+    pub fn get_key(&self, key: &ObjKey) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    /// The stored objects of one resource type (in one namespace, if given), in key order.
+    pub fn objects_of<'a>(
+        &'a self,
+        rt: &ResourceType,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> {
+        let idx = rt.index();
+        let from = (idx, ns.unwrap_or("").to_string(), String::new());
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| k.0 == idx && ns.is_none_or(|n| k.1 == n))
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
@@ -490,7 +592,7 @@ impl State {
         }
         let rv = self.next_rv();
         set_rv(&mut obj, rv);
-        self.objects.insert(key, obj.clone());
+        self.put(key, obj.clone());
         self.record(rt, EventKind::Added, obj.clone(), None);
         Ok(obj)
     }
@@ -622,7 +724,7 @@ impl State {
                 ));
             }
         }
-        if rt.custom && !status && spec_part(&new) != spec_part(&old) {
+        if rt.custom && !status && !same_spec(&new, &old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
@@ -641,12 +743,12 @@ impl State {
         let rv = self.next_rv();
         set_rv(&mut new, rv);
         if !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty() {
-            self.objects.remove(&key);
+            self.take(&key);
             self.record(rt, EventKind::Deleted, new.clone(), Some(old));
             self.after_delete(rt, &new);
             return Ok(new);
         }
-        self.objects.insert(key, new.clone());
+        self.put(key, new.clone());
         self.record(rt, EventKind::Modified, new.clone(), Some(old));
         Ok(new)
     }
@@ -750,7 +852,7 @@ impl State {
             }
             let rv = self.next_rv();
             set_rv(&mut new, rv);
-            self.objects.insert(key, new.clone());
+            self.put(key, new.clone());
             self.record(rt, EventKind::Modified, new.clone(), Some(old));
             if is_ns {
                 self.empty_namespace(name);
@@ -760,7 +862,7 @@ impl State {
         let mut gone = old.clone();
         let rv = self.next_rv();
         set_rv(&mut gone, rv);
-        self.objects.remove(&key);
+        self.take(&key);
         self.record(rt, EventKind::Deleted, gone.clone(), Some(old));
         self.after_delete(rt, &gone);
         Ok(gone)
@@ -776,11 +878,10 @@ impl State {
 
     /// What the namespace controller does: deletes everything in a terminating namespace.
     fn empty_namespace(&mut self, ns: &str) {
-        let keys: Vec<ObjKey> = self
-            .objects
-            .keys()
-            .filter(|k| k.1 == ns && ALL[k.0].namespaced)
-            .cloned()
+        let keys: Vec<ObjKey> = ALL
+            .iter()
+            .filter(|rt| rt.namespaced)
+            .flat_map(|rt| self.objects_of(rt, Some(ns)).map(|(k, _)| k.clone()))
             .collect();
         for (res, ns, name) in keys {
             // Errors cannot happen: the object was just listed and no preconditions are set.
@@ -794,13 +895,15 @@ impl State {
         let terminating = self
             .get(&resources::NAMESPACES, "", ns)
             .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
-        let empty = !self
-            .objects
-            .keys()
-            .any(|k| k.1 == ns && ALL[k.0].namespaced);
-        if terminating && empty {
+        // Checked only for a terminating namespace, one seek per type: this runs on every delete.
+        let empty = || {
+            ALL.iter()
+                .filter(|rt| rt.namespaced)
+                .all(|rt| self.objects_of(rt, Some(ns)).next().is_none())
+        };
+        if terminating && empty() {
             let key = State::key(&resources::NAMESPACES, "", ns);
-            if let Some(old) = self.objects.remove(&key) {
+            if let Some(old) = self.take(&key) {
                 let mut gone = old.clone();
                 let rv = self.next_rv();
                 set_rv(&mut gone, rv);
@@ -838,30 +941,37 @@ impl State {
             after = Some((cns, cname));
         }
         let idx = rt.index();
-        let matching = self
+        // Seek straight past the continue key (or to the namespace): a page costs its own
+        // items plus the count of the rest, not a walk over everything listed before it.
+        let ns_start = (idx, ns.unwrap_or("").to_string(), String::new());
+        let start = match after {
+            Some((an, am)) if (an.as_str(), am.as_str()) >= (ns_start.1.as_str(), "") => {
+                Bound::Excluded((idx, an, am))
+            }
+            _ => Bound::Included(ns_start),
+        };
+        let mut matching = self
             .objects
-            .range((idx, String::new(), String::new())..)
-            .take_while(|(k, _)| k.0 == idx)
-            .filter(|(k, _)| ns.is_none_or(|n| k.1 == n))
-            .filter(|(k, _)| {
-                after
-                    .as_ref()
-                    .is_none_or(|(an, am)| (&k.1, &k.2) > (an, am))
-            })
-            .filter(|(k, v)| labels.matches(&labels_of(v)) && fields.matches(&k.2, &k.1));
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.0 == idx && ns.is_none_or(|n| k.1 == n))
+            .filter(|(k, v)| fields.matches(&k.2, &k.1) && labels.matches_object(v));
+        let cap = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut last_key = None;
-        let mut remaining = 0;
-        for (k, v) in matching {
-            if limit.is_some_and(|l| l > 0 && items.len() >= l) {
-                remaining += 1;
-                continue;
-            }
+        for (k, v) in matching.by_ref() {
             items.push(v.clone());
-            last_key = Some(k.clone());
+            if items.len() == cap {
+                last_key = Some(k);
+                break;
+            }
         }
+        let remaining = if last_key.is_some() {
+            matching.count()
+        } else {
+            0
+        };
         let continue_token = match (remaining, last_key) {
-            (r, Some(k)) if r > 0 => Some(encode_continue(list_rv, &k)),
+            (r, Some(k)) if r > 0 => Some(encode_continue(list_rv, k)),
             _ => None,
         };
         Ok(Page {
@@ -876,14 +986,6 @@ impl State {
     pub fn events_after(&self, rv: u64) -> impl Iterator<Item = &Arc<Event>> {
         let start = self.log.partition_point(|e| e.rv <= rv);
         self.log.range(start..)
-    }
-
-    /// The uids of every live object.
-    pub fn uids(&self) -> std::collections::HashSet<String> {
-        self.objects
-            .values()
-            .map(|o| meta_str(o, "uid").to_string())
-            .collect()
     }
 }
 
@@ -1014,6 +1116,84 @@ mod tests {
         st.update(&SECRETS, "ns", "a", none, false).unwrap();
         assert!(st.get(&SECRETS, "ns", "a").is_none());
         assert_eq!(st.log.back().unwrap().kind, EventKind::Deleted);
+    }
+
+    #[test]
+    fn pages_across_many_objects_return_each_once_in_order_with_the_right_remaining_count() {
+        let mut st = State::new();
+        for ns in ["a", "b", "c"] {
+            st.create(&NAMESPACES, "", json!({"metadata": {"name": ns}}))
+                .unwrap();
+        }
+        let mut want = Vec::new();
+        for i in 0..250 {
+            let ns = ["a", "b", "c"][i % 3];
+            let name = format!("s-{i:03}");
+            let labels = if i % 5 == 0 {
+                json!({"pick": "yes"})
+            } else {
+                json!({})
+            };
+            st.create(
+                &SECRETS,
+                ns,
+                json!({"metadata": {"name": name, "labels": labels}}),
+            )
+            .unwrap();
+            // Other types around the secrets' range must not leak into it.
+            st.create(&SERVICE_ACCOUNTS, ns, json!({"metadata": {"name": name}}))
+                .unwrap();
+            want.push((ns.to_string(), name, i % 5 == 0));
+        }
+        want.sort();
+        let cases = [
+            (None, "", 7),
+            (Some("b"), "", 10),
+            (None, "pick=yes", 4),
+            (Some("c"), "pick!=yes", 9),
+        ];
+        for (ns, sel, limit) in cases {
+            let labels = LabelSelector::parse(sel).unwrap();
+            let expected: Vec<(String, String)> = want
+                .iter()
+                .filter(|(n, _, pick)| {
+                    ns.is_none_or(|x| x == n) && (sel.is_empty() || *pick == (sel == "pick=yes"))
+                })
+                .map(|(n, name, _)| (n.clone(), name.clone()))
+                .collect();
+            let mut got = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = st
+                    .list(
+                        &SECRETS,
+                        ns,
+                        &labels,
+                        &FieldSelector::default(),
+                        Some(limit),
+                        token.as_deref(),
+                    )
+                    .unwrap();
+                assert!(page.items.len() <= limit);
+                for o in &page.items {
+                    got.push((
+                        meta_str(o, "namespace").to_string(),
+                        meta_str(o, "name").to_string(),
+                    ));
+                }
+                assert_eq!(
+                    page.remaining,
+                    expected.len() - got.len(),
+                    "remaining after {} items of {ns:?} {sel:?}",
+                    got.len()
+                );
+                match page.continue_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "{ns:?} {sel:?}");
+        }
     }
 
     #[test]
