@@ -200,6 +200,20 @@ impl ApiServer {
         self.inner.store.lock().get(rt, ns, name).cloned()
     }
 
+    /// Runs `f` on the stored object in place, without copying it: for callers that poll many
+    /// objects (the benchmark reads every binding each second), where copies would dominate.
+    /// `None` if the object does not exist.
+    pub fn inspect<T>(
+        &self,
+        res: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&Value) -> T,
+    ) -> Option<T> {
+        let rt = resources::lookup(res)?;
+        self.inner.store.lock().get(rt, ns, name).map(f)
+    }
+
     /// Every stored object of a type, in one namespace or all (`None`).
     pub fn list(&self, res: &str, ns: Option<&str>) -> Vec<Value> {
         let Ok(rt) = resource(res) else {

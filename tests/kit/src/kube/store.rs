@@ -52,9 +52,11 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The object after the write (for deletes: its last state, carrying the delete's rv).
-    pub object: Value,
+    /// Shared with the store and with the next event's `prev`: the history holds each version
+    /// once, not three times.
+    pub object: Arc<Value>,
     /// The object before the write (modifications only), for label-selected watches.
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Value>>,
 }
 
 /// How a watch that asks for a resourceVersion older than the history is refused.
@@ -76,7 +78,7 @@ pub struct State {
     pub rv: u64,
     /// Live objects. Private: every insert and removal goes through [`State::put`] and
     /// [`State::take`], which keep the ownership indexes below in step.
-    objects: BTreeMap<ObjKey, Value>,
+    objects: BTreeMap<ObjKey, Arc<Value>>,
     /// Live objects' keys by uid: whether an owner exists.
     uid_keys: HashMap<String, ObjKey>,
     /// Owner uid -> live objects whose `ownerReferences` name it (the owner may be gone).
@@ -341,7 +343,13 @@ impl State {
         self.rv
     }
 
-    fn record(&mut self, rt: &ResourceType, kind: EventKind, object: Value, prev: Option<Value>) {
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        kind: EventKind,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) {
         self.log.push_back(Arc::new(Event {
             rv: self.rv,
             res: rt.index(),
@@ -380,7 +388,7 @@ impl State {
     }
 
     /// Stores an object under `key` (replacing what was there) and indexes its uid and owners.
-    fn put(&mut self, key: ObjKey, obj: Value) {
+    fn put(&mut self, key: ObjKey, obj: Arc<Value>) {
         if let Some(old) = self.objects.remove(&key) {
             self.unindex(&key, &old);
         }
@@ -407,7 +415,7 @@ impl State {
     }
 
     /// Removes an object and its index entries; its dependents become collection candidates.
-    fn take(&mut self, key: &ObjKey) -> Option<Value> {
+    fn take(&mut self, key: &ObjKey) -> Option<Arc<Value>> {
         let old = self.objects.remove(key)?;
         self.unindex(key, &old);
         if let Some(deps) = self.dependents.get(meta_str(&old, "uid")) {
@@ -448,7 +456,7 @@ impl State {
 
     /// The stored object under a key.
     pub fn get_key(&self, key: &ObjKey) -> Option<&Value> {
-        self.objects.get(key)
+        self.objects.get(key).map(|o| &**o)
     }
 
     /// The stored objects of one resource type (in one namespace, if given), in key order.
@@ -462,6 +470,7 @@ impl State {
         self.objects
             .range(from..)
             .take_while(move |(k, _)| k.0 == idx && ns.is_none_or(|n| k.1 == n))
+            .map(|(k, v)| (k, &**v))
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
@@ -471,7 +480,7 @@ impl State {
 
     /// The stored object, if any.
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(&State::key(rt, ns, name))
+        self.objects.get(&State::key(rt, ns, name)).map(|o| &**o)
     }
 
     /// Checks the namespace a namespaced write goes to: it must exist and not be terminating.
@@ -592,9 +601,10 @@ impl State {
         }
         let rv = self.next_rv();
         set_rv(&mut obj, rv);
+        let obj = Arc::new(obj);
         self.put(key, obj.clone());
         self.record(rt, EventKind::Added, obj.clone(), None);
-        Ok(obj)
+        Ok(Arc::unwrap_or_clone(obj))
     }
 
     /// PUT (`status` false) or PUT to `/status` (`status` true).
@@ -628,7 +638,7 @@ impl State {
             return Err(ApiError::conflict(rt, name));
         }
         let mut new = if status {
-            let mut n = old.clone();
+            let mut n = Value::clone(&old);
             match body.get("status") {
                 Some(s) => n["status"] = s.clone(),
                 None => {
@@ -736,21 +746,23 @@ impl State {
                 .parse()
                 .unwrap_or(0),
         );
-        if new == old {
+        if new == *old {
             // kube-apiserver skips a write whose bytes are unchanged: same rv, no event.
-            return Ok(old);
+            return Ok(Arc::unwrap_or_clone(old));
         }
         let rv = self.next_rv();
         set_rv(&mut new, rv);
         if !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty() {
+            let new = Arc::new(new);
             self.take(&key);
             self.record(rt, EventKind::Deleted, new.clone(), Some(old));
             self.after_delete(rt, &new);
-            return Ok(new);
+            return Ok(Arc::unwrap_or_clone(new));
         }
+        let new = Arc::new(new);
         self.put(key, new.clone());
         self.record(rt, EventKind::Modified, new.clone(), Some(old));
-        Ok(new)
+        Ok(Arc::unwrap_or_clone(new))
     }
 
     /// PATCH (`status` true for `/status`).
@@ -764,7 +776,8 @@ impl State {
         status: bool,
     ) -> Result<Value, ApiError> {
         let old = self
-            .get(rt, ns, name)
+            .objects
+            .get(&State::key(rt, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
         let patched = match kind {
@@ -780,7 +793,7 @@ impl State {
                             .into(),
                     ));
                 }
-                let mut p = old.clone();
+                let mut p = Value::clone(&old);
                 patch::strategic_merge_patch(&mut p, body, rt.plural);
                 p
             }
@@ -791,7 +804,7 @@ impl State {
                             .into(),
                     ));
                 }
-                let mut p = old.clone();
+                let mut p = Value::clone(&old);
                 patch::merge_patch(&mut p, body);
                 p
             }
@@ -842,9 +855,9 @@ impl State {
         let is_ns = std::ptr::eq(rt, &resources::NAMESPACES);
         if !finalizers(&old).is_empty() || is_ns {
             if !old["metadata"]["deletionTimestamp"].is_null() {
-                return Ok(old);
+                return Ok(Arc::unwrap_or_clone(old));
             }
-            let mut new = old.clone();
+            let mut new = Value::clone(&old);
             new["metadata"]["deletionTimestamp"] = Value::String(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if is_ns {
@@ -852,20 +865,22 @@ impl State {
             }
             let rv = self.next_rv();
             set_rv(&mut new, rv);
+            let new = Arc::new(new);
             self.put(key, new.clone());
             self.record(rt, EventKind::Modified, new.clone(), Some(old));
             if is_ns {
                 self.empty_namespace(name);
             }
-            return Ok(new);
+            return Ok(Arc::unwrap_or_clone(new));
         }
-        let mut gone = old.clone();
+        let mut gone = Value::clone(&old);
         let rv = self.next_rv();
         set_rv(&mut gone, rv);
         self.take(&key);
+        let gone = Arc::new(gone);
         self.record(rt, EventKind::Deleted, gone.clone(), Some(old));
         self.after_delete(rt, &gone);
-        Ok(gone)
+        Ok(Arc::unwrap_or_clone(gone))
     }
 
     /// A terminating namespace goes away with its last object.
@@ -904,10 +919,15 @@ impl State {
         if terminating && empty() {
             let key = State::key(&resources::NAMESPACES, "", ns);
             if let Some(old) = self.take(&key) {
-                let mut gone = old.clone();
+                let mut gone = Value::clone(&old);
                 let rv = self.next_rv();
                 set_rv(&mut gone, rv);
-                self.record(&resources::NAMESPACES, EventKind::Deleted, gone, Some(old));
+                self.record(
+                    &resources::NAMESPACES,
+                    EventKind::Deleted,
+                    Arc::new(gone),
+                    Some(old),
+                );
             }
         }
     }
@@ -959,7 +979,7 @@ impl State {
         let mut items = Vec::new();
         let mut last_key = None;
         for (k, v) in matching.by_ref() {
-            items.push(v.clone());
+            items.push(Value::clone(v));
             if items.len() == cap {
                 last_key = Some(k);
                 break;

@@ -58,7 +58,8 @@ impl Filter {
                     (true, true) => Some((EventKind::Modified, Cow::Borrowed(&ev.object))),
                     (false, true) => Some((EventKind::Added, Cow::Borrowed(&ev.object))),
                     (true, false) => {
-                        let mut prev = ev.prev.clone().expect("before is true only with a prev");
+                        let prev = ev.prev.as_deref().expect("before is true only with a prev");
+                        let mut prev = prev.clone();
                         prev["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
                         Some((EventKind::Deleted, Cow::Owned(prev)))
                     }
