@@ -214,6 +214,19 @@ impl ApiServer {
         self.inner.store.lock().get(rt, ns, name).map(f)
     }
 
+    /// Runs `f` on every stored object of a type (its namespace, name and the object), in key
+    /// order, under one lock and without copies: a poll over many objects walks the store once
+    /// instead of looking each one up.
+    pub fn inspect_all(&self, res: &str, mut f: impl FnMut(&str, &str, &Value)) {
+        let Some(rt) = resources::lookup(res) else {
+            return;
+        };
+        let st = self.inner.store.lock();
+        for (k, v) in st.objects_of(rt, None) {
+            f(&k.1, &k.2, v);
+        }
+    }
+
     /// Every stored object of a type, in one namespace or all (`None`).
     pub fn list(&self, res: &str, ns: Option<&str>) -> Vec<Value> {
         let Ok(rt) = resource(res) else {
