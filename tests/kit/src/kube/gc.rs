@@ -37,7 +37,8 @@ fn run(store: &Store) {
             last_sweep = Instant::now();
         }
         if st.rv != before {
-            store.changed.notify_all();
+            let wake = st.take_wake();
+            store.notify(wake);
         }
         let now = Instant::now();
         let mut wait = st
@@ -50,11 +51,7 @@ fn run(store: &Store) {
             wait = wait.min(SWEEP_SPACING.saturating_sub(last_sweep.elapsed()));
         }
         let wait = wait.clamp(Duration::from_millis(1), IDLE_WAKE);
-        st = store
-            .changed
-            .wait_timeout(st, wait)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        st = store.wait_background(st, wait);
     }
 }
 

@@ -92,8 +92,15 @@ pub struct State {
     pub log: VecDeque<Arc<Event>>,
     /// How many events `log` keeps.
     pub history_limit: usize,
-    /// Highest rv of an event dropped from `log`: a live watcher behind it has missed events.
-    pub dropped_through: u64,
+    /// Per resource type (index in [`ALL`]): the highest rv of an event of that type dropped
+    /// from `log`. A live watcher of the type behind it has missed events; one behind only
+    /// other types' dropped events has not (it is not woken for them, see [`Store::write`]).
+    pub dropped_through: [u64; ALL.len()],
+    /// Resource types (bits by index in [`ALL`]) with events their watchers have not been
+    /// woken for yet.
+    wake_types: u32,
+    /// Whether the background thread has work it has not been woken for.
+    wake_background: bool,
     /// Oldest rv a new watch or continue token may resume from.
     pub compacted: u64,
     /// Bumped by `cut_watches`: open streams whose epoch differs are cut.
@@ -119,11 +126,22 @@ pub struct State {
     pub crd_validation: bool,
 }
 
-/// The store: state plus the condition variable every watcher and background thread waits on.
+/// The store: state plus the condition variables watchers and the background thread wait on.
 pub struct Store {
     state: Mutex<State>,
-    /// Notified after every write and every control change.
-    pub changed: Condvar,
+    /// One per resource type (index in [`ALL`]): notified when events of that type are recorded
+    /// and on every control change. Waking every watcher on every write cost more than the
+    /// writes at scale.
+    watchers: [Condvar; ALL.len()],
+    /// The background thread's: notified when it has work and on every control change.
+    background: Condvar,
+}
+
+/// Who a finished write must wake (taken from the state under its lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    types: u32,
+    background: bool,
 }
 
 /// Preconditions a DELETE may carry.
@@ -289,7 +307,8 @@ impl Store {
     pub fn new() -> Store {
         Store {
             state: Mutex::new(State::new()),
-            changed: Condvar::new(),
+            watchers: std::array::from_fn(|_| Condvar::new()),
+            background: Condvar::new(),
         }
     }
 
@@ -298,11 +317,55 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the locked state, then wakes every waiter.
+    /// Runs `f` on the locked state, then wakes the watchers of the types it wrote and, if it
+    /// gave it work, the background thread. A call that recorded nothing (a control change, a
+    /// refused write) wakes everyone, so every waiter re-checks what it waits for.
     pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let out = f(&mut self.lock());
-        self.changed.notify_all();
+        let (out, wake) = {
+            let mut st = self.lock();
+            let out = f(&mut st);
+            (out, st.take_wake())
+        };
+        self.notify(wake);
         out
+    }
+
+    /// Wakes the waiters a write asked for (see [`Store::write`]).
+    pub fn notify(&self, wake: Wake) {
+        let everyone = wake.types == 0 && !wake.background;
+        for (i, cv) in self.watchers.iter().enumerate() {
+            if everyone || wake.types & (1 << i) != 0 {
+                cv.notify_all();
+            }
+        }
+        if everyone || wake.background {
+            self.background.notify_all();
+        }
+    }
+
+    /// Waits (at most `timeout`) for events of resource type `res` or a control change.
+    pub fn wait_events<'a>(
+        &self,
+        res: usize,
+        st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.watchers[res]
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// Waits (at most `timeout`) for background work or a control change.
+    pub fn wait_background<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.background
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
     }
 }
 
@@ -318,7 +381,9 @@ impl State {
             gc_examined: 0,
             log: VecDeque::new(),
             history_limit: DEFAULT_HISTORY,
-            dropped_through: 0,
+            dropped_through: [0; ALL.len()],
+            wake_types: 0,
+            wake_background: false,
             compacted: FIRST_RV,
             cut_epoch: 0,
             stopping: false,
@@ -330,6 +395,14 @@ impl State {
             policies: None,
             acting_user: String::new(),
             crd_validation: true,
+        }
+    }
+
+    /// Who must be woken for what happened since the last call.
+    pub fn take_wake(&mut self) -> Wake {
+        Wake {
+            types: std::mem::take(&mut self.wake_types),
+            background: std::mem::take(&mut self.wake_background),
         }
     }
 
@@ -357,9 +430,14 @@ impl State {
             object,
             prev,
         }));
-        while self.log.len() > self.history_limit {
+        self.wake_types |= 1 << rt.index();
+        self.trim_history(self.history_limit);
+    }
+
+    fn trim_history(&mut self, keep: usize) {
+        while self.log.len() > keep {
             if let Some(e) = self.log.pop_front() {
-                self.dropped_through = e.rv;
+                self.dropped_through[e.res] = e.rv;
                 self.compacted = self.compacted.max(e.rv);
             }
         }
@@ -368,10 +446,7 @@ impl State {
     /// Drops the whole history and moves the resume point past every rv handed out so far:
     /// the next resume or continue with an older rv gets 410.
     pub fn compact(&mut self) {
-        if let Some(last) = self.log.back() {
-            self.dropped_through = last.rv;
-        }
-        self.log.clear();
+        self.trim_history(0);
         let rv = self.next_rv();
         self.compacted = rv;
     }
@@ -379,12 +454,7 @@ impl State {
     /// Sets the history size, trimming at once.
     pub fn set_history_limit(&mut self, n: usize) {
         self.history_limit = n;
-        while self.log.len() > n {
-            if let Some(e) = self.log.pop_front() {
-                self.dropped_through = e.rv;
-                self.compacted = self.compacted.max(e.rv);
-            }
-        }
+        self.trim_history(n);
     }
 
     /// Stores an object under `key` (replacing what was there) and indexes its uid and owners.
@@ -410,6 +480,7 @@ impl State {
             // Written with owners none of which exists: the collector deletes it, as it would
             // have found it on a full sweep.
             self.gc_pending.insert(key.clone());
+            self.wake_background = true;
         }
         self.objects.insert(key, obj);
     }
@@ -420,6 +491,7 @@ impl State {
         self.unindex(key, &old);
         if let Some(deps) = self.dependents.get(meta_str(&old, "uid")) {
             self.gc_pending.extend(deps.iter().cloned());
+            self.wake_background = true;
         }
         Some(old)
     }
@@ -598,6 +670,7 @@ impl State {
             obj["status"] = json!({"phase": "Active"});
             let due = Instant::now() + self.default_sa_delay;
             self.pending_default_sa.push((due, name.clone()));
+            self.wake_background = true;
         }
         let rv = self.next_rv();
         set_rv(&mut obj, rv);
@@ -1214,6 +1287,60 @@ mod tests {
             }
             assert_eq!(got, expected, "{ns:?} {sel:?}");
         }
+    }
+
+    #[test]
+    fn a_write_wakes_only_the_watchers_of_its_type_and_background_work_wakes_the_collector() {
+        let mut st = with_ns();
+        let first = st.take_wake();
+        assert_eq!(first.types, 1 << NAMESPACES.index());
+        assert!(
+            first.background,
+            "the namespace's default ServiceAccount is due"
+        );
+        let owner = st
+            .create(&SECRETS, "ns", json!({"metadata": {"name": "o"}}))
+            .unwrap();
+        let wake = st.take_wake();
+        assert_eq!(wake.types, 1 << SECRETS.index());
+        assert!(!wake.background);
+        let refs = json!([{"kind": "Secret", "name": "o", "uid": owner["metadata"]["uid"]}]);
+        st.create(
+            &SERVICE_ACCOUNTS,
+            "ns",
+            json!({"metadata": {"name": "d", "ownerReferences": refs}}),
+        )
+        .unwrap();
+        st.delete(&SECRETS, "ns", "o", &Preconditions::default())
+            .unwrap();
+        let wake = st.take_wake();
+        assert_eq!(
+            wake.types,
+            (1 << SECRETS.index()) | (1 << SERVICE_ACCOUNTS.index())
+        );
+        assert!(wake.background, "the ServiceAccount lost its owner");
+        assert_eq!(
+            st.take_wake(),
+            Wake {
+                types: 0,
+                background: false
+            }
+        );
+    }
+
+    #[test]
+    fn dropped_history_is_tracked_per_type() {
+        let mut st = with_ns();
+        st.set_history_limit(2);
+        let before = st.rv;
+        for n in ["a", "b", "c"] {
+            st.create(&SECRETS, "ns", json!({"metadata": {"name": n}}))
+                .unwrap();
+        }
+        assert!(st.dropped_through[SECRETS.index()] > before);
+        assert_eq!(st.dropped_through[SERVICE_ACCOUNTS.index()], 0);
+        st.compact();
+        assert_eq!(st.dropped_through[SECRETS.index()], st.rv - 1);
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl Iterator for Stream {
                 self.done = true;
                 return Some(Chunk::Abort);
             }
-            if st.dropped_through > self.last {
+            if st.dropped_through[self.params.filter.res.index()] > self.last {
                 // This watcher fell behind the history: what the real server sends then.
                 self.done = true;
                 let err = ApiError::too_old(self.last, st.compacted);
@@ -236,11 +236,7 @@ impl Iterator for Stream {
             let wait = wake
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
-            st = store
-                .changed
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = store.wait_events(self.params.filter.res.index(), st, wait);
         }
     }
 }
