@@ -371,13 +371,12 @@ impl Run<'_> {
         let mut left = n;
         let mut out = Waited::default();
         let mut next_progress = start + PROGRESS_EVERY;
+        let mut seen_rv: Option<u64> = None;
         loop {
             self.check_alive()?;
             let s = self.s;
             let before = left;
-            // One ordered walk under one lock: looking every pending binding up (and copying
-            // it) cost the bench process more CPU than the emulator's serving did.
-            self.w.api.inspect_all(BINDINGS_V1BETA2, |ns, name, b| {
+            let mut visit = |ns: &str, name: &str, b: &Value| {
                 let Some(i) = binding_index(s, ns, name).filter(|&i| pending[i]) else {
                     return;
                 };
@@ -387,7 +386,17 @@ impl Run<'_> {
                 } else if let Some(e) = b["status"]["error"].as_str().filter(|e| !e.is_empty()) {
                     out.error.get_or_insert_with(|| format!("{ns}/{name}: {e}"));
                 }
-            });
+            };
+            // Only the bindings written since the last poll, from the emulator's history; one
+            // ordered walk of them all at first. Looking every pending binding up (and copying
+            // it) each poll cost the bench process more CPU than the emulator's serving did.
+            let api = &self.w.api;
+            seen_rv = Some(
+                match seen_rv.and_then(|rv| api.inspect_changes(BINDINGS_V1BETA2, rv, &mut visit)) {
+                    Some(rv) => rv,
+                    None => api.inspect_all(BINDINGS_V1BETA2, &mut visit),
+                },
+            );
             let now = Instant::now();
             if left < before {
                 out.first.get_or_insert(now - start);
