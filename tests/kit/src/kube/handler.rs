@@ -422,10 +422,13 @@ impl Api {
             meta["continue"] = json!(c);
             meta["remainingItemCount"] = json!(page.remaining);
         }
-        Ok(Response::json(
-            200,
-            &json!({"kind": format!("{}List", r.rt.kind), "apiVersion": r.rt.api_version(), "metadata": meta, "items": items}),
-        ))
+        // Built as a map, not with `json!`, which would copy every item once more.
+        let mut list = serde_json::Map::new();
+        list.insert("kind".into(), json!(format!("{}List", r.rt.kind)));
+        list.insert("apiVersion".into(), json!(r.rt.api_version()));
+        list.insert("metadata".into(), meta);
+        list.insert("items".into(), Value::Array(items));
+        Ok(Response::json(200, &Value::Object(list)))
     }
 
     fn watch(&self, req: &Request, r: &Route) -> Result<Response, ApiError> {

@@ -141,9 +141,16 @@ pub static ALL: [&ResourceType; 8] = [
 
 /// Finds a type by `plural` (core types) or `plural.group`.
 pub fn lookup(name: &str) -> Option<&'static ResourceType> {
-    ALL.iter()
-        .copied()
-        .find(|r| r.qualified() == name || (r.group.is_empty() && r.plural == name))
+    // Compared piecewise: `qualified()` allocates, and the benchmark looks types up per object.
+    ALL.iter().copied().find(|r| {
+        if r.group.is_empty() {
+            r.plural == name
+        } else {
+            name.strip_prefix(r.plural)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(r.group)
+        }
+    })
 }
 
 /// Finds a type by group, version and plural, as a path names it.

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 /// One label requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
@@ -216,13 +218,29 @@ impl LabelSelector {
 
     /// Whether these labels satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Whether a stored object's `metadata.labels` satisfy every requirement. Reads the labels
+    /// in place: lists and watches test every object, so copying its labels would dominate.
+    pub fn matches_object(&self, obj: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let labels = obj["metadata"]["labels"].as_object();
+        // A non-string label value cannot pass validation; read as "" like the old copy did.
+        self.matches_with(|k| labels?.get(k).map(|v| v.as_str().unwrap_or("")))
+    }
+
+    /// Whether the labels `get` looks up satisfy every requirement.
+    fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => get(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::DoesNotExist(k) => get(k).is_none(),
         })
     }
 }
@@ -316,6 +334,17 @@ mod tests {
             ("acrpull.microsoft.com/binding", "b2"),
             ("empty", "")
         ])));
+    }
+
+    #[test]
+    fn objects_match_on_their_labels_in_place() {
+        let s = LabelSelector::parse("a=1,!b,c notin (x)").unwrap();
+        let obj = |labels: Value| serde_json::json!({"metadata": {"labels": labels}});
+        assert!(s.matches_object(&obj(serde_json::json!({"a": "1"}))));
+        assert!(!s.matches_object(&obj(serde_json::json!({"a": "1", "b": ""}))));
+        assert!(!s.matches_object(&obj(serde_json::json!({"a": "1", "c": "x"}))));
+        assert!(!s.matches_object(&serde_json::json!({"metadata": {}})));
+        assert!(LabelSelector::default().matches_object(&serde_json::json!({})));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The object store: one global resourceVersion counter, the event log, and write semantics
 //! (create, update, status, patch, delete, finalizers) as kube-apiserver applies them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,9 +52,11 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The object after the write (for deletes: its last state, carrying the delete's rv).
-    pub object: Value,
+    /// Shared with the store and with the next event's `prev`: the history holds each version
+    /// once, not three times.
+    pub object: Arc<Value>,
     /// The object before the write (modifications only), for label-selected watches.
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Value>>,
 }
 
 /// How a watch that asks for a resourceVersion older than the history is refused.
@@ -73,14 +76,31 @@ pub type ObjKey = (usize, String, String);
 pub struct State {
     /// The last resourceVersion handed out.
     pub rv: u64,
-    /// Live objects.
-    pub objects: BTreeMap<ObjKey, Value>,
+    /// Live objects. Private: every insert and removal goes through [`State::put`] and
+    /// [`State::take`], which keep the ownership indexes below in step.
+    objects: BTreeMap<ObjKey, Arc<Value>>,
+    /// Live objects' keys by uid: whether an owner exists.
+    uid_keys: HashMap<String, ObjKey>,
+    /// Owner uid -> live objects whose `ownerReferences` name it (the owner may be gone).
+    dependents: HashMap<String, BTreeSet<ObjKey>>,
+    /// Objects the garbage collector has to look at: dependents of removed objects, and objects
+    /// written with owners none of which exists. Nothing else can become an orphan.
+    gc_pending: BTreeSet<ObjKey>,
+    /// How many objects garbage collection has examined, ever (its cost, for tests).
+    pub gc_examined: u64,
     /// Recent events, oldest first, strictly increasing rv.
     pub log: VecDeque<Arc<Event>>,
     /// How many events `log` keeps.
     pub history_limit: usize,
-    /// Highest rv of an event dropped from `log`: a live watcher behind it has missed events.
-    pub dropped_through: u64,
+    /// Per resource type (index in [`ALL`]): the highest rv of an event of that type dropped
+    /// from `log`. A live watcher of the type behind it has missed events; one behind only
+    /// other types' dropped events has not (it is not woken for them, see [`Store::write`]).
+    pub dropped_through: [u64; ALL.len()],
+    /// Resource types (bits by index in [`ALL`]) with events their watchers have not been
+    /// woken for yet.
+    wake_types: u32,
+    /// Whether the background thread has work it has not been woken for.
+    wake_background: bool,
     /// Oldest rv a new watch or continue token may resume from.
     pub compacted: u64,
     /// Bumped by `cut_watches`: open streams whose epoch differs are cut.
@@ -106,11 +126,22 @@ pub struct State {
     pub crd_validation: bool,
 }
 
-/// The store: state plus the condition variable every watcher and background thread waits on.
+/// The store: state plus the condition variables watchers and the background thread wait on.
 pub struct Store {
     state: Mutex<State>,
-    /// Notified after every write and every control change.
-    pub changed: Condvar,
+    /// One per resource type (index in [`ALL`]): notified when events of that type are recorded
+    /// and on every control change. Waking every watcher on every write cost more than the
+    /// writes at scale.
+    watchers: [Condvar; ALL.len()],
+    /// The background thread's: notified when it has work and on every control change.
+    background: Condvar,
+}
+
+/// Who a finished write must wake (taken from the state under its lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    types: u32,
+    background: bool,
 }
 
 /// Preconditions a DELETE may carry.
@@ -196,16 +227,13 @@ fn name_suffix() -> String {
         .collect()
 }
 
-/// The labels of an object as a map.
-pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The uids an object's `ownerReferences` name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["uid"].as_str().unwrap_or(""))
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -227,14 +255,19 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The object without `metadata` and `status`: what `generation` tracks.
-fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
+/// Whether two objects are equal outside `metadata` and `status`: what `generation` tracks.
+/// Compared in place; copying both objects per update cost more than the rest of the write.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let tracked = |k: &String| k != "metadata" && k != "status";
+            a.keys().filter(|k| tracked(k)).count() == b.keys().filter(|k| tracked(k)).count()
+                && a.iter()
+                    .filter(|(k, _)| tracked(k))
+                    .all(|(k, v)| b.get(k) == Some(v))
+        }
+        _ => a == b,
     }
-    o
 }
 
 /// A continue token: the list's rv and the last key returned.
@@ -274,7 +307,8 @@ impl Store {
     pub fn new() -> Store {
         Store {
             state: Mutex::new(State::new()),
-            changed: Condvar::new(),
+            watchers: std::array::from_fn(|_| Condvar::new()),
+            background: Condvar::new(),
         }
     }
 
@@ -283,11 +317,55 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the locked state, then wakes every waiter.
+    /// Runs `f` on the locked state, then wakes the watchers of the types it wrote and, if it
+    /// gave it work, the background thread. A call that recorded nothing (a control change, a
+    /// refused write) wakes everyone, so every waiter re-checks what it waits for.
     pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let out = f(&mut self.lock());
-        self.changed.notify_all();
+        let (out, wake) = {
+            let mut st = self.lock();
+            let out = f(&mut st);
+            (out, st.take_wake())
+        };
+        self.notify(wake);
         out
+    }
+
+    /// Wakes the waiters a write asked for (see [`Store::write`]).
+    pub fn notify(&self, wake: Wake) {
+        let everyone = wake.types == 0 && !wake.background;
+        for (i, cv) in self.watchers.iter().enumerate() {
+            if everyone || wake.types & (1 << i) != 0 {
+                cv.notify_all();
+            }
+        }
+        if everyone || wake.background {
+            self.background.notify_all();
+        }
+    }
+
+    /// Waits (at most `timeout`) for events of resource type `res` or a control change.
+    pub fn wait_events<'a>(
+        &self,
+        res: usize,
+        st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.watchers[res]
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// Waits (at most `timeout`) for background work or a control change.
+    pub fn wait_background<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.background
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
     }
 }
 
@@ -297,9 +375,15 @@ impl State {
         State {
             rv: FIRST_RV,
             objects: BTreeMap::new(),
+            uid_keys: HashMap::new(),
+            dependents: HashMap::new(),
+            gc_pending: BTreeSet::new(),
+            gc_examined: 0,
             log: VecDeque::new(),
             history_limit: DEFAULT_HISTORY,
-            dropped_through: 0,
+            dropped_through: [0; ALL.len()],
+            wake_types: 0,
+            wake_background: false,
             compacted: FIRST_RV,
             cut_epoch: 0,
             stopping: false,
@@ -314,6 +398,14 @@ impl State {
         }
     }
 
+    /// Who must be woken for what happened since the last call.
+    pub fn take_wake(&mut self) -> Wake {
+        Wake {
+            types: std::mem::take(&mut self.wake_types),
+            background: std::mem::take(&mut self.wake_background),
+        }
+    }
+
     /// Whether this resource type is served (its CRD installed).
     pub fn installed(&self, rt: &ResourceType) -> bool {
         !self.missing.contains(&rt.index())
@@ -324,7 +416,13 @@ impl State {
         self.rv
     }
 
-    fn record(&mut self, rt: &ResourceType, kind: EventKind, object: Value, prev: Option<Value>) {
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        kind: EventKind,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) {
         self.log.push_back(Arc::new(Event {
             rv: self.rv,
             res: rt.index(),
@@ -332,9 +430,14 @@ impl State {
             object,
             prev,
         }));
-        while self.log.len() > self.history_limit {
+        self.wake_types |= 1 << rt.index();
+        self.trim_history(self.history_limit);
+    }
+
+    fn trim_history(&mut self, keep: usize) {
+        while self.log.len() > keep {
             if let Some(e) = self.log.pop_front() {
-                self.dropped_through = e.rv;
+                self.dropped_through[e.res] = e.rv;
                 self.compacted = self.compacted.max(e.rv);
             }
         }
@@ -343,10 +446,7 @@ impl State {
     /// Drops the whole history and moves the resume point past every rv handed out so far:
     /// the next resume or continue with an older rv gets 410.
     pub fn compact(&mut self) {
-        if let Some(last) = self.log.back() {
-            self.dropped_through = last.rv;
-        }
-        self.log.clear();
+        self.trim_history(0);
         let rv = self.next_rv();
         self.compacted = rv;
     }
@@ -354,12 +454,95 @@ impl State {
     /// Sets the history size, trimming at once.
     pub fn set_history_limit(&mut self, n: usize) {
         self.history_limit = n;
-        while self.log.len() > n {
-            if let Some(e) = self.log.pop_front() {
-                self.dropped_through = e.rv;
-                self.compacted = self.compacted.max(e.rv);
+        self.trim_history(n);
+    }
+
+    /// Stores an object under `key` (replacing what was there) and indexes its uid and owners.
+    fn put(&mut self, key: ObjKey, obj: Arc<Value>) {
+        if let Some(old) = self.objects.remove(&key) {
+            self.unindex(&key, &old);
+        }
+        let uid = meta_str(&obj, "uid");
+        if !uid.is_empty() {
+            self.uid_keys.insert(uid.to_string(), key.clone());
+        }
+        let mut owners = 0;
+        let mut owner_alive = false;
+        for owner in owner_uids(&obj) {
+            owners += 1;
+            owner_alive |= self.uid_keys.contains_key(owner);
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        if owners > 0 && !owner_alive {
+            // Written with owners none of which exists: the collector deletes it, as it would
+            // have found it on a full sweep.
+            self.gc_pending.insert(key.clone());
+            self.wake_background = true;
+        }
+        self.objects.insert(key, obj);
+    }
+
+    /// Removes an object and its index entries; its dependents become collection candidates.
+    fn take(&mut self, key: &ObjKey) -> Option<Arc<Value>> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        if let Some(deps) = self.dependents.get(meta_str(&old, "uid")) {
+            self.gc_pending.extend(deps.iter().cloned());
+            self.wake_background = true;
+        }
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &ObjKey, old: &Value) {
+        let uid = meta_str(old, "uid");
+        if self.uid_keys.get(uid) == Some(key) {
+            self.uid_keys.remove(uid);
+        }
+        for owner in owner_uids(old) {
+            if let Some(deps) = self.dependents.get_mut(owner) {
+                deps.remove(key);
+                if deps.is_empty() {
+                    self.dependents.remove(owner);
+                }
             }
         }
+    }
+
+    /// Whether a live object has this uid.
+    pub fn uid_exists(&self, uid: &str) -> bool {
+        self.uid_keys.contains_key(uid)
+    }
+
+    /// Whether the garbage collector has objects to look at.
+    pub fn gc_due(&self) -> bool {
+        !self.gc_pending.is_empty()
+    }
+
+    /// The objects the garbage collector has to look at, in key order; the set starts empty again.
+    pub fn take_gc_candidates(&mut self) -> BTreeSet<ObjKey> {
+        std::mem::take(&mut self.gc_pending)
+    }
+
+    /// The stored object under a key.
+    pub fn get_key(&self, key: &ObjKey) -> Option<&Value> {
+        self.objects.get(key).map(|o| &**o)
+    }
+
+    /// The stored objects of one resource type (in one namespace, if given), in key order.
+    pub fn objects_of<'a>(
+        &'a self,
+        rt: &ResourceType,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> {
+        let idx = rt.index();
+        let from = (idx, ns.unwrap_or("").to_string(), String::new());
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| k.0 == idx && ns.is_none_or(|n| k.1 == n))
+            .map(|(k, v)| (k, &**v))
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
@@ -369,7 +552,7 @@ impl State {
 
     /// The stored object, if any.
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(&State::key(rt, ns, name))
+        self.objects.get(&State::key(rt, ns, name)).map(|o| &**o)
     }
 
     /// Checks the namespace a namespaced write goes to: it must exist and not be terminating.
@@ -487,12 +670,14 @@ impl State {
             obj["status"] = json!({"phase": "Active"});
             let due = Instant::now() + self.default_sa_delay;
             self.pending_default_sa.push((due, name.clone()));
+            self.wake_background = true;
         }
         let rv = self.next_rv();
         set_rv(&mut obj, rv);
-        self.objects.insert(key, obj.clone());
+        let obj = Arc::new(obj);
+        self.put(key, obj.clone());
         self.record(rt, EventKind::Added, obj.clone(), None);
-        Ok(obj)
+        Ok(Arc::unwrap_or_clone(obj))
     }
 
     /// PUT (`status` false) or PUT to `/status` (`status` true).
@@ -526,7 +711,7 @@ impl State {
             return Err(ApiError::conflict(rt, name));
         }
         let mut new = if status {
-            let mut n = old.clone();
+            let mut n = Value::clone(&old);
             match body.get("status") {
                 Some(s) => n["status"] = s.clone(),
                 None => {
@@ -622,7 +807,7 @@ impl State {
                 ));
             }
         }
-        if rt.custom && !status && spec_part(&new) != spec_part(&old) {
+        if rt.custom && !status && !same_spec(&new, &old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
@@ -634,21 +819,23 @@ impl State {
                 .parse()
                 .unwrap_or(0),
         );
-        if new == old {
+        if new == *old {
             // kube-apiserver skips a write whose bytes are unchanged: same rv, no event.
-            return Ok(old);
+            return Ok(Arc::unwrap_or_clone(old));
         }
         let rv = self.next_rv();
         set_rv(&mut new, rv);
         if !new["metadata"]["deletionTimestamp"].is_null() && finalizers(&new).is_empty() {
-            self.objects.remove(&key);
+            let new = Arc::new(new);
+            self.take(&key);
             self.record(rt, EventKind::Deleted, new.clone(), Some(old));
             self.after_delete(rt, &new);
-            return Ok(new);
+            return Ok(Arc::unwrap_or_clone(new));
         }
-        self.objects.insert(key, new.clone());
+        let new = Arc::new(new);
+        self.put(key, new.clone());
         self.record(rt, EventKind::Modified, new.clone(), Some(old));
-        Ok(new)
+        Ok(Arc::unwrap_or_clone(new))
     }
 
     /// PATCH (`status` true for `/status`).
@@ -662,7 +849,8 @@ impl State {
         status: bool,
     ) -> Result<Value, ApiError> {
         let old = self
-            .get(rt, ns, name)
+            .objects
+            .get(&State::key(rt, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
         let patched = match kind {
@@ -678,7 +866,7 @@ impl State {
                             .into(),
                     ));
                 }
-                let mut p = old.clone();
+                let mut p = Value::clone(&old);
                 patch::strategic_merge_patch(&mut p, body, rt.plural);
                 p
             }
@@ -689,7 +877,7 @@ impl State {
                             .into(),
                     ));
                 }
-                let mut p = old.clone();
+                let mut p = Value::clone(&old);
                 patch::merge_patch(&mut p, body);
                 p
             }
@@ -740,9 +928,9 @@ impl State {
         let is_ns = std::ptr::eq(rt, &resources::NAMESPACES);
         if !finalizers(&old).is_empty() || is_ns {
             if !old["metadata"]["deletionTimestamp"].is_null() {
-                return Ok(old);
+                return Ok(Arc::unwrap_or_clone(old));
             }
-            let mut new = old.clone();
+            let mut new = Value::clone(&old);
             new["metadata"]["deletionTimestamp"] = Value::String(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if is_ns {
@@ -750,20 +938,22 @@ impl State {
             }
             let rv = self.next_rv();
             set_rv(&mut new, rv);
-            self.objects.insert(key, new.clone());
+            let new = Arc::new(new);
+            self.put(key, new.clone());
             self.record(rt, EventKind::Modified, new.clone(), Some(old));
             if is_ns {
                 self.empty_namespace(name);
             }
-            return Ok(new);
+            return Ok(Arc::unwrap_or_clone(new));
         }
-        let mut gone = old.clone();
+        let mut gone = Value::clone(&old);
         let rv = self.next_rv();
         set_rv(&mut gone, rv);
-        self.objects.remove(&key);
+        self.take(&key);
+        let gone = Arc::new(gone);
         self.record(rt, EventKind::Deleted, gone.clone(), Some(old));
         self.after_delete(rt, &gone);
-        Ok(gone)
+        Ok(Arc::unwrap_or_clone(gone))
     }
 
     /// A terminating namespace goes away with its last object.
@@ -776,11 +966,10 @@ impl State {
 
     /// What the namespace controller does: deletes everything in a terminating namespace.
     fn empty_namespace(&mut self, ns: &str) {
-        let keys: Vec<ObjKey> = self
-            .objects
-            .keys()
-            .filter(|k| k.1 == ns && ALL[k.0].namespaced)
-            .cloned()
+        let keys: Vec<ObjKey> = ALL
+            .iter()
+            .filter(|rt| rt.namespaced)
+            .flat_map(|rt| self.objects_of(rt, Some(ns)).map(|(k, _)| k.clone()))
             .collect();
         for (res, ns, name) in keys {
             // Errors cannot happen: the object was just listed and no preconditions are set.
@@ -794,17 +983,24 @@ impl State {
         let terminating = self
             .get(&resources::NAMESPACES, "", ns)
             .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null());
-        let empty = !self
-            .objects
-            .keys()
-            .any(|k| k.1 == ns && ALL[k.0].namespaced);
-        if terminating && empty {
+        // Checked only for a terminating namespace, one seek per type: this runs on every delete.
+        let empty = || {
+            ALL.iter()
+                .filter(|rt| rt.namespaced)
+                .all(|rt| self.objects_of(rt, Some(ns)).next().is_none())
+        };
+        if terminating && empty() {
             let key = State::key(&resources::NAMESPACES, "", ns);
-            if let Some(old) = self.objects.remove(&key) {
-                let mut gone = old.clone();
+            if let Some(old) = self.take(&key) {
+                let mut gone = Value::clone(&old);
                 let rv = self.next_rv();
                 set_rv(&mut gone, rv);
-                self.record(&resources::NAMESPACES, EventKind::Deleted, gone, Some(old));
+                self.record(
+                    &resources::NAMESPACES,
+                    EventKind::Deleted,
+                    Arc::new(gone),
+                    Some(old),
+                );
             }
         }
     }
@@ -838,30 +1034,37 @@ impl State {
             after = Some((cns, cname));
         }
         let idx = rt.index();
-        let matching = self
+        // Seek straight past the continue key (or to the namespace): a page costs its own
+        // items plus the count of the rest, not a walk over everything listed before it.
+        let ns_start = (idx, ns.unwrap_or("").to_string(), String::new());
+        let start = match after {
+            Some((an, am)) if (an.as_str(), am.as_str()) >= (ns_start.1.as_str(), "") => {
+                Bound::Excluded((idx, an, am))
+            }
+            _ => Bound::Included(ns_start),
+        };
+        let mut matching = self
             .objects
-            .range((idx, String::new(), String::new())..)
-            .take_while(|(k, _)| k.0 == idx)
-            .filter(|(k, _)| ns.is_none_or(|n| k.1 == n))
-            .filter(|(k, _)| {
-                after
-                    .as_ref()
-                    .is_none_or(|(an, am)| (&k.1, &k.2) > (an, am))
-            })
-            .filter(|(k, v)| labels.matches(&labels_of(v)) && fields.matches(&k.2, &k.1));
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.0 == idx && ns.is_none_or(|n| k.1 == n))
+            .filter(|(k, v)| fields.matches(&k.2, &k.1) && labels.matches_object(v));
+        let cap = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut last_key = None;
-        let mut remaining = 0;
-        for (k, v) in matching {
-            if limit.is_some_and(|l| l > 0 && items.len() >= l) {
-                remaining += 1;
-                continue;
+        for (k, v) in matching.by_ref() {
+            items.push(Value::clone(v));
+            if items.len() == cap {
+                last_key = Some(k);
+                break;
             }
-            items.push(v.clone());
-            last_key = Some(k.clone());
         }
+        let remaining = if last_key.is_some() {
+            matching.count()
+        } else {
+            0
+        };
         let continue_token = match (remaining, last_key) {
-            (r, Some(k)) if r > 0 => Some(encode_continue(list_rv, &k)),
+            (r, Some(k)) if r > 0 => Some(encode_continue(list_rv, k)),
             _ => None,
         };
         Ok(Page {
@@ -876,14 +1079,6 @@ impl State {
     pub fn events_after(&self, rv: u64) -> impl Iterator<Item = &Arc<Event>> {
         let start = self.log.partition_point(|e| e.rv <= rv);
         self.log.range(start..)
-    }
-
-    /// The uids of every live object.
-    pub fn uids(&self) -> std::collections::HashSet<String> {
-        self.objects
-            .values()
-            .map(|o| meta_str(o, "uid").to_string())
-            .collect()
     }
 }
 
@@ -1014,6 +1209,138 @@ mod tests {
         st.update(&SECRETS, "ns", "a", none, false).unwrap();
         assert!(st.get(&SECRETS, "ns", "a").is_none());
         assert_eq!(st.log.back().unwrap().kind, EventKind::Deleted);
+    }
+
+    #[test]
+    fn pages_across_many_objects_return_each_once_in_order_with_the_right_remaining_count() {
+        let mut st = State::new();
+        for ns in ["a", "b", "c"] {
+            st.create(&NAMESPACES, "", json!({"metadata": {"name": ns}}))
+                .unwrap();
+        }
+        let mut want = Vec::new();
+        for i in 0..250 {
+            let ns = ["a", "b", "c"][i % 3];
+            let name = format!("s-{i:03}");
+            let labels = if i % 5 == 0 {
+                json!({"pick": "yes"})
+            } else {
+                json!({})
+            };
+            st.create(
+                &SECRETS,
+                ns,
+                json!({"metadata": {"name": name, "labels": labels}}),
+            )
+            .unwrap();
+            // Other types around the secrets' range must not leak into it.
+            st.create(&SERVICE_ACCOUNTS, ns, json!({"metadata": {"name": name}}))
+                .unwrap();
+            want.push((ns.to_string(), name, i % 5 == 0));
+        }
+        want.sort();
+        let cases = [
+            (None, "", 7),
+            (Some("b"), "", 10),
+            (None, "pick=yes", 4),
+            (Some("c"), "pick!=yes", 9),
+        ];
+        for (ns, sel, limit) in cases {
+            let labels = LabelSelector::parse(sel).unwrap();
+            let expected: Vec<(String, String)> = want
+                .iter()
+                .filter(|(n, _, pick)| {
+                    ns.is_none_or(|x| x == n) && (sel.is_empty() || *pick == (sel == "pick=yes"))
+                })
+                .map(|(n, name, _)| (n.clone(), name.clone()))
+                .collect();
+            let mut got = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = st
+                    .list(
+                        &SECRETS,
+                        ns,
+                        &labels,
+                        &FieldSelector::default(),
+                        Some(limit),
+                        token.as_deref(),
+                    )
+                    .unwrap();
+                assert!(page.items.len() <= limit);
+                for o in &page.items {
+                    got.push((
+                        meta_str(o, "namespace").to_string(),
+                        meta_str(o, "name").to_string(),
+                    ));
+                }
+                assert_eq!(
+                    page.remaining,
+                    expected.len() - got.len(),
+                    "remaining after {} items of {ns:?} {sel:?}",
+                    got.len()
+                );
+                match page.continue_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "{ns:?} {sel:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_wakes_only_the_watchers_of_its_type_and_background_work_wakes_the_collector() {
+        let mut st = with_ns();
+        let first = st.take_wake();
+        assert_eq!(first.types, 1 << NAMESPACES.index());
+        assert!(
+            first.background,
+            "the namespace's default ServiceAccount is due"
+        );
+        let owner = st
+            .create(&SECRETS, "ns", json!({"metadata": {"name": "o"}}))
+            .unwrap();
+        let wake = st.take_wake();
+        assert_eq!(wake.types, 1 << SECRETS.index());
+        assert!(!wake.background);
+        let refs = json!([{"kind": "Secret", "name": "o", "uid": owner["metadata"]["uid"]}]);
+        st.create(
+            &SERVICE_ACCOUNTS,
+            "ns",
+            json!({"metadata": {"name": "d", "ownerReferences": refs}}),
+        )
+        .unwrap();
+        st.delete(&SECRETS, "ns", "o", &Preconditions::default())
+            .unwrap();
+        let wake = st.take_wake();
+        assert_eq!(
+            wake.types,
+            (1 << SECRETS.index()) | (1 << SERVICE_ACCOUNTS.index())
+        );
+        assert!(wake.background, "the ServiceAccount lost its owner");
+        assert_eq!(
+            st.take_wake(),
+            Wake {
+                types: 0,
+                background: false
+            }
+        );
+    }
+
+    #[test]
+    fn dropped_history_is_tracked_per_type() {
+        let mut st = with_ns();
+        st.set_history_limit(2);
+        let before = st.rv;
+        for n in ["a", "b", "c"] {
+            st.create(&SECRETS, "ns", json!({"metadata": {"name": n}}))
+                .unwrap();
+        }
+        assert!(st.dropped_through[SECRETS.index()] > before);
+        assert_eq!(st.dropped_through[SERVICE_ACCOUNTS.index()], 0);
+        st.compact();
+        assert_eq!(st.dropped_through[SECRETS.index()], st.rv - 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Watch streams: replay of the shared event log to one client, with resume, label-selected
 //! ADDED/DELETED transitions, bookmarks, timeouts, cuts and 410s. Waits on the store's `Condvar`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{labels_of, Event, EventKind, ExpiredWatch, Store};
+use super::store::{Event, EventKind, ExpiredWatch, Store};
 use crate::http::{Body, Chunk};
 
 /// With no `timeoutSeconds`, kube-apiserver ends a watch after a random time above
@@ -35,31 +36,32 @@ impl Filter {
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
         let name = obj["metadata"]["name"].as_str().unwrap_or("");
         self.ns.as_deref().is_none_or(|n| n == ns)
-            && self.labels.matches(&labels_of(obj))
+            && self.labels.matches_object(obj)
             && self.fields.matches(name, ns)
     }
 
     /// What this watcher sees of one event: a selector turns a modification into ADDED or
     /// DELETED when the object starts or stops matching (the DELETED carries the previous
     /// state with the event's rv, as the watch cache sends it).
-    fn convert(&self, ev: &Event) -> Option<(EventKind, Value)> {
+    fn convert<'e>(&self, ev: &'e Event) -> Option<(EventKind, Cow<'e, Value>)> {
         if ev.res != self.res.index() {
             return None;
         }
         match ev.kind {
             EventKind::Added | EventKind::Deleted => self
                 .matches(&ev.object)
-                .then(|| (ev.kind, ev.object.clone())),
+                .then_some((ev.kind, Cow::Borrowed(&ev.object))),
             EventKind::Modified => {
                 let now = self.matches(&ev.object);
                 let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
                 match (before, now) {
-                    (true, true) => Some((EventKind::Modified, ev.object.clone())),
-                    (false, true) => Some((EventKind::Added, ev.object.clone())),
+                    (true, true) => Some((EventKind::Modified, Cow::Borrowed(&ev.object))),
+                    (false, true) => Some((EventKind::Added, Cow::Borrowed(&ev.object))),
                     (true, false) => {
-                        let mut prev = ev.prev.clone().expect("before is true only with a prev");
+                        let prev = ev.prev.as_deref().expect("before is true only with a prev");
+                        let mut prev = prev.clone();
                         prev["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
-                        Some((EventKind::Deleted, prev))
+                        Some((EventKind::Deleted, Cow::Owned(prev)))
                     }
                     (false, false) => None,
                 }
@@ -83,11 +85,15 @@ pub struct Params {
     pub send_initial_events: bool,
 }
 
+/// One watch event line. Written straight from the stored object: `json!` would copy it first.
 fn line(kind: &str, object: &Value) -> Vec<u8> {
-    let mut b = json!({"type": kind, "object": object})
-        .to_string()
-        .into_bytes();
-    b.push(b'\n');
+    let mut b = Vec::with_capacity(256);
+    b.extend_from_slice(b"{\"type\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut b, kind);
+    b.extend_from_slice(b",\"object\":");
+    let _ = serde_json::to_writer(&mut b, object);
+    b.extend_from_slice(b"}\n");
     b
 }
 
@@ -110,12 +116,7 @@ pub fn start(store: Arc<Store>, p: Params) -> Result<Body, ApiError> {
         None | Some("") | Some("0") => {
             // rv unset or "0": kube-apiserver starts with synthetic ADDED events for every
             // current object, then streams changes from that point.
-            let idx = p.filter.res.index();
-            for (_, obj) in st
-                .objects
-                .range((idx, String::new(), String::new())..)
-                .take_while(|(k, _)| k.0 == idx)
-            {
+            for (_, obj) in st.objects_of(p.filter.res, p.filter.ns.as_deref()) {
                 if p.filter.matches(obj) {
                     pending.push_back(line("ADDED", obj));
                 }
@@ -198,7 +199,7 @@ impl Iterator for Stream {
                 self.done = true;
                 return Some(Chunk::Abort);
             }
-            if st.dropped_through > self.last {
+            if st.dropped_through[self.params.filter.res.index()] > self.last {
                 // This watcher fell behind the history: what the real server sends then.
                 self.done = true;
                 let err = ApiError::too_old(self.last, st.compacted);
@@ -235,11 +236,7 @@ impl Iterator for Stream {
             let wait = wake
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
-            st = store
-                .changed
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = store.wait_events(self.params.filter.res.index(), st, wait);
         }
     }
 }
