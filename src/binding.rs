@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::text::Text;
+use crate::text::{share, Shared, Text};
 
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -87,7 +87,7 @@ pub struct V1beta1Defaults {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Shared,
     /// Name.
     pub name: String,
     /// UID: ownership of Secrets is checked against it.
@@ -266,19 +266,19 @@ pub enum Identity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     /// The registry server exactly as written (v1beta1: env-defaulted).
-    pub server: String,
+    pub server: Shared,
     /// Space-separated registry scopes; empty = v1beta1 unscoped (refresh token as password).
-    pub scope: String,
+    pub scope: Shared,
     /// The identity that obtains the Entra token.
     pub identity: Identity,
     /// The cloud (v1beta1: always `PublicCloud`; its ARM resource is in `arm_resource`).
     pub environment: Environment,
     /// The IMDS resource / Entra audience; `None` for air-gapped without `cloudConfig`.
-    pub arm_resource: Option<String>,
+    pub arm_resource: Option<Shared>,
     /// The ServiceAccount receiving the pull secret.
-    pub target_service_account: String,
+    pub target_service_account: Shared,
     /// Upstream's change hash (spec §2.7/§2.8), stored in the Secret's `token.inputs`.
-    pub inputs_hash: String,
+    pub inputs_hash: Shared,
 }
 
 impl Spec {
@@ -303,7 +303,7 @@ pub struct Binding {
     /// Its status as observed.
     pub status: Status,
     /// The target ServiceAccount when readable even if the spec is not (deletion needs it).
-    pub target_service_account: Option<String>,
+    pub target_service_account: Option<Shared>,
 }
 
 impl Binding {
@@ -343,7 +343,7 @@ impl Binding {
             meta,
             spec,
             status,
-            target_service_account: target,
+            target_service_account: target.as_deref().map(share),
         })
     }
 
@@ -542,7 +542,7 @@ fn decode_meta(meta: Option<&Value>) -> Result<Meta, DecodeError> {
         })
         .unwrap_or_default();
     Ok(Meta {
-        namespace: required("namespace", "metadata.namespace")?,
+        namespace: share(&required("namespace", "metadata.namespace")?),
         name: required("name", "metadata.name")?,
         uid: required("uid", "metadata.uid")?,
         resource_version: required("resourceVersion", "metadata.resourceVersion")?,
@@ -660,14 +660,14 @@ mod tests {
     fn v1beta1_defaults_fill_server_and_resource_id() {
         let b = v1(json!({"acrServer": "", "scope": ""}));
         let s = b.spec.unwrap();
-        assert_eq!(s.server, "DefaultACRServer");
+        assert_eq!(&*s.server, "DefaultACRServer");
         assert_eq!(
             s.identity,
             Identity::ManagedResourceId("defaultResourceID".into())
         );
-        assert_eq!(s.target_service_account, "default");
+        assert_eq!(&*s.target_service_account, "default");
         assert_eq!(
-            s.inputs_hash,
+            &*s.inputs_hash,
             "2wucoufm4eqegr6z5nmg00bvmwguubf86kfxk6yir9pw"
         );
         assert_eq!(s.arm_resource.as_deref(), Some(V1BETA1_ARM_RESOURCE));
@@ -679,7 +679,7 @@ mod tests {
             .spec
             .unwrap();
         assert_eq!(
-            s.inputs_hash,
+            &*s.inputs_hash,
             "22xcczzccamzxpnpzuzes776qx9hc0r97keomc9lwybt"
         );
     }
@@ -695,7 +695,7 @@ mod tests {
             Identity::ManagedResourceId("whatever/identity".into())
         );
         assert_eq!(
-            s.inputs_hash,
+            &*s.inputs_hash,
             "1heyo3x93ljuxr5x2cwq6i068hxgwnsiyzjfzpb3gai8"
         );
     }
@@ -711,7 +711,7 @@ mod tests {
             Identity::ManagedClientId("Client-identity".into())
         );
         assert_eq!(
-            s.inputs_hash,
+            &*s.inputs_hash,
             "2e134ajxrn0xllpwotsvet3felcqjnipmkd29wx8gvu5"
         );
     }
@@ -720,13 +720,16 @@ mod tests {
     fn v1beta1_server_and_scope_vectors_match() {
         let s = v1(json!({"acrServer": "somewhere.else.biz"})).spec.unwrap();
         assert_eq!(
-            s.inputs_hash,
+            &*s.inputs_hash,
             "1zgwms3qm24vy8nn9xaxnmio6ux9exubtj2uged0qbjp"
         );
         let s = v1(json!({"acrServer": "somewhere.else.biz", "scope": "repository:alice:pull"}))
             .spec
             .unwrap();
-        assert_eq!(s.inputs_hash, "e7zbhluhoceu823bs5pmdzhukvcbtj6khxsglgos92r");
+        assert_eq!(
+            &*s.inputs_hash,
+            "e7zbhluhoceu823bs5pmdzhukvcbtj6khxsglgos92r"
+        );
     }
 
     #[test]
@@ -748,7 +751,10 @@ mod tests {
         ))
         .spec
         .unwrap();
-        assert_eq!(s.inputs_hash, "2goxvjvcjze0v96ooojjo7okj10q3qo5rtq9tgckauh");
+        assert_eq!(
+            &*s.inputs_hash,
+            "2goxvjvcjze0v96ooojjo7okj10q3qo5rtq9tgckauh"
+        );
         assert_eq!(
             s.arm_resource.as_deref(),
             Some("https://management.core.windows.net/")
@@ -758,7 +764,10 @@ mod tests {
         ))
         .spec
         .unwrap();
-        assert_eq!(s.inputs_hash, "bznn8knczhrdktghbm88h4ock013v94i8e8cslwlrob");
+        assert_eq!(
+            &*s.inputs_hash,
+            "bznn8knczhrdktghbm88h4ock013v94i8e8cslwlrob"
+        );
         assert_eq!(s.identity, Identity::ManagedClientId("client-id".into()));
     }
 
@@ -769,7 +778,10 @@ mod tests {
         ))
         .spec
         .unwrap();
-        assert_eq!(s.inputs_hash, "zrlombgy4mz11lkl9yxxi5n5sibq3cknbiekmkf7aju");
+        assert_eq!(
+            &*s.inputs_hash,
+            "zrlombgy4mz11lkl9yxxi5n5sibq3cknbiekmkf7aju"
+        );
         assert_eq!(
             s.identity,
             Identity::Workload {
@@ -788,7 +800,10 @@ mod tests {
         ))
         .spec
         .unwrap();
-        assert_ne!(s.inputs_hash, "zrlombgy4mz11lkl9yxxi5n5sibq3cknbiekmkf7aju");
+        assert_ne!(
+            &*s.inputs_hash,
+            "zrlombgy4mz11lkl9yxxi5n5sibq3cknbiekmkf7aju"
+        );
         let b = v2(v2_spec(
             json!({"workloadIdentity": {"serviceAccountRef": "d", "clientID": "c"}}),
         ));
@@ -941,7 +956,7 @@ mod tests {
         let spec = v2_spec(json!({"managedIdentity": {"clientID": "client-id"}}));
         let arm = v2_with(spec.clone(), false).spec.unwrap();
         assert_eq!(
-            arm.inputs_hash,
+            &*arm.inputs_hash,
             "bznn8knczhrdktghbm88h4ock013v94i8e8cslwlrob"
         );
         let acr = v2_with(spec, true).spec.unwrap();
@@ -958,7 +973,7 @@ mod tests {
             .spec
             .unwrap();
         assert_ne!(
-            v1_acr.inputs_hash,
+            &*v1_acr.inputs_hash,
             "2wucoufm4eqegr6z5nmg00bvmwguubf86kfxk6yir9pw"
         );
     }

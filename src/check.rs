@@ -355,7 +355,7 @@ impl Flow<'_> {
     ) -> Option<(SecretString, Option<String>)> {
         let audience = match self.cfg.entra_audience {
             EntraAudience::Acr => ACR_AUDIENCE.to_string(),
-            EntraAudience::Arm => spec.arm_resource.clone().unwrap_or_default(),
+            EntraAudience::Arm => spec.arm_resource.as_deref().unwrap_or_default().to_string(),
         };
         let step = Step::ok("entra token").detail("identity", describe_identity(&spec.identity));
         let got = match &spec.identity {
@@ -580,7 +580,7 @@ impl Flow<'_> {
     fn access_token(&mut self, spec: &Spec, refresh: &SecretString, principal: Option<&str>) {
         let step = Step::ok("acr token")
             .detail("endpoint", format!("https://{}/oauth2/token", spec.server))
-            .detail("requested", spec.scope.clone());
+            .detail("requested", spec.scope.to_string());
         let access = match self
             .upstream
             .acr_access_token(&spec.server, refresh, &spec.scope)
@@ -619,13 +619,13 @@ fn binding_step(source: Source, binding: Result<Binding, Problem>) -> (Step, Opt
         Err(e) => return (step.failed(e.to_string()), None),
     };
     let mut step = step
-        .detail("registry", spec.server.clone())
+        .detail("registry", spec.server.to_string())
         .detail(
             "scope",
             if spec.scope.is_empty() {
                 "(none)".to_string()
             } else {
-                spec.scope.clone()
+                spec.scope.to_string()
             },
         )
         .detail("identity", describe_identity(&spec.identity));
@@ -634,7 +634,7 @@ fn binding_step(source: Source, binding: Result<Binding, Problem>) -> (Step, Opt
     }
     if source == Source::Cluster {
         step = step
-            .detail("service account", spec.target_service_account.clone())
+            .detail("service account", spec.target_service_account.to_string())
             .detail("pull secret", b.secret_name());
         if let Some(e) = &b.status.error {
             step = step.detail("status error", e.clone());

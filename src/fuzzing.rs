@@ -196,7 +196,7 @@ pub fn binding_decode(data: &[u8]) {
         };
         let _ = (binding.secret_name(), binding.label_value());
         let target = binding.target_service_account.clone().map(|name| SaObs {
-            name,
+            name: name.to_string(),
             ..SaObs::default()
         });
         for target_sa in [None, target] {

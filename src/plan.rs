@@ -103,7 +103,7 @@ pub fn plan(
     let elsewhere = obs
         .other_sas
         .iter()
-        .filter(|sa| sa.name != spec.target_service_account);
+        .filter(|sa| *sa.name != *spec.target_service_account);
     writes.extend(elsewhere.filter_map(|sa| unreference(sa, &own)));
     let Some(target) = obs.target_sa.as_ref() else {
         let msg = format!(
@@ -297,7 +297,7 @@ fn usable_times(
 ) -> Option<TokenTimes> {
     if s.type_ != DOCKERCONFIG_TYPE
         || s.labels.get(BINDING_LABEL) != Some(b.label_value().as_str())
-        || s.annotations.get(INPUTS_ANNOTATION) != Some(spec.inputs_hash.as_str())
+        || s.annotations.get(INPUTS_ANNOTATION) != Some(&*spec.inputs_hash)
     {
         return None;
     }
@@ -358,22 +358,22 @@ fn token_need(
 ) -> TokenNeed {
     // Only a Secret minted for the same inputs can hold the token being replaced.
     let not_issued_before = current
-        .filter(|s| s.annotations.get(INPUTS_ANNOTATION) == Some(spec.inputs_hash.as_str()))
+        .filter(|s| s.annotations.get(INPUTS_ANNOTATION) == Some(&*spec.inputs_hash))
         .and_then(|s| s.annotations.get(REFRESH_ANNOTATION))
         .and_then(parse_time);
     TokenNeed {
         version: b.version,
-        namespace: b.meta.namespace.clone(),
+        namespace: b.meta.namespace.to_string(),
         binding_name: b.meta.name.clone(),
         identity: spec.identity.clone(),
-        server: spec.server.clone(),
+        server: spec.server.to_string(),
         registry,
-        scope: spec.scope.clone(),
+        scope: spec.scope.to_string(),
         environment: spec.environment.clone(),
         // validate() refused the only spec without an ARM resource (air-gapped, no cloudConfig).
-        arm_resource: spec.arm_resource.clone().unwrap_or_default(),
-        target_service_account: spec.target_service_account.clone(),
-        inputs_hash: spec.inputs_hash.clone(),
+        arm_resource: spec.arm_resource.as_deref().unwrap_or_default().to_string(),
+        target_service_account: spec.target_service_account.to_string(),
+        inputs_hash: spec.inputs_hash.to_string(),
         not_issued_before,
     }
 }

@@ -321,7 +321,7 @@ impl Reconciler {
             let m = &obs.binding.meta;
             let regarding = Regarding {
                 api_version: obs.binding.version.api_version().to_string(),
-                namespace: m.namespace.clone(),
+                namespace: m.namespace.to_string(),
                 name: m.name.clone(),
                 uid: m.uid.clone(),
                 resource_version: rv,

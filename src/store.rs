@@ -190,7 +190,7 @@ impl Store {
 
     fn key_of(b: &Binding) -> BindingKey {
         BindingKey {
-            namespace: b.meta.namespace.as_str().into(),
+            namespace: Arc::clone(&b.meta.namespace),
             name: b.meta.name.as_str().into(),
             version: b.version,
         }
@@ -545,7 +545,7 @@ impl Store {
     /// Everything the planner needs about `key`, or `None` if the binding is gone.
     pub fn observe(&self, key: &BindingKey) -> Option<Observation> {
         let b = self.bindings.get(key)?;
-        let ns = &b.meta.namespace;
+        let ns: &str = &b.meta.namespace;
         let label = b.label_value();
         let expected = b.secret_name();
         let mut secrets: Vec<SecretObs> = Self::range_ns(&self.secrets, ns)
@@ -554,20 +554,20 @@ impl Store {
             })
             .map(|(_, s)| (**s).clone())
             .collect();
-        if let Some(s) = self.unlabelled.get(&(ns.clone(), expected.clone())) {
+        if let Some(s) = self.unlabelled.get(&(ns.to_string(), expected.clone())) {
             secrets.push(s.clone());
         }
         let target_sa = match &b.target_service_account {
             None => None,
             Some(name) => {
-                let id = (ns.clone(), name.clone());
+                let id = (ns.to_string(), name.to_string());
                 match self.sas.get(&id) {
                     Some(sa) => Some(sa.clone()),
                     None if self.absent_sas.contains(&id) => None,
                     None => {
                         return Some(Observation::NeedServiceAccount {
-                            namespace: ns.clone(),
-                            name: name.clone(),
+                            namespace: ns.to_string(),
+                            name: name.to_string(),
                         })
                     }
                 }
@@ -576,7 +576,7 @@ impl Store {
         let mut ours: BTreeSet<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
         ours.insert(expected.as_str());
         let other_sas = Self::range_ns(&self.sas, ns)
-            .filter(|((_, n), _)| Some(n) != b.target_service_account.as_ref())
+            .filter(|((_, n), _)| Some(n.as_str()) != b.target_service_account.as_deref())
             .filter(|(_, sa)| {
                 sa.image_pull_secrets
                     .iter()

@@ -1068,7 +1068,7 @@ fn observed(b: &Binding, target_found: bool) -> Observed {
         binding: b.clone(),
         secrets: Vec::new(),
         target_sa: target_found.then(|| SaObs {
-            name: spec.target_service_account.clone(),
+            name: spec.target_service_account.to_string(),
             resource_version: "7".into(),
             image_pull_secrets: vec!["other".into()],
         }),

@@ -1,6 +1,7 @@
 //! Spec decoding for both versions: v1beta1 env resolution (spec §2.7), v1beta2 with the CRD's
 //! CEL rules re-checked (spec §1.2, §2.8), and upstream's inputs-hash formulas.
 
+use crate::text::share;
 use serde_json::Value;
 
 use super::{
@@ -112,13 +113,13 @@ pub(super) fn decode_v1beta1(spec: Option<&Value>, d: &V1beta1Defaults) -> Resul
         audience_mode_suffix(d.acr_audience)
     ));
     Ok(Spec {
-        server,
-        scope,
+        server: share(&server),
+        scope: share(&scope),
         identity,
         environment: Environment::PublicCloud,
-        arm_resource: Some(arm_resource),
-        target_service_account: target,
-        inputs_hash,
+        arm_resource: Some(share(&arm_resource)),
+        target_service_account: share(&target),
+        inputs_hash: share(&inputs_hash),
     })
 }
 
@@ -277,12 +278,12 @@ pub(super) fn decode_v1beta2(spec: Option<&Value>, acr_audience: bool) -> Result
     }
     hashed.push_str(audience_mode_suffix(acr_audience));
     Ok(Spec {
-        arm_resource: environment.arm_audience().map(str::to_string),
-        server,
-        scope,
+        arm_resource: environment.arm_audience().map(share),
+        server: share(&server),
+        scope: share(&scope),
         identity,
         environment,
-        target_service_account: target,
-        inputs_hash: inputs_hash(&hashed),
+        target_service_account: share(&target),
+        inputs_hash: share(&inputs_hash(&hashed)),
     })
 }
