@@ -3,20 +3,9 @@
 use serde_json::Value;
 
 use crate::binding::{ApiVersion, Binding, KIND};
-use crate::names::BINDING_LABEL;
-use crate::plan::secret::{
-    DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION, REFRESH_ANNOTATION,
-};
+use crate::plan::secret::DOCKERCONFIG_TYPE;
 use crate::strmap::StrMap;
 use crate::text::{intern, Text};
-
-/// Label and annotation keys every pull Secret carries.
-const KNOWN_KEYS: &[&str] = &[
-    BINDING_LABEL,
-    EXPIRY_ANNOTATION,
-    REFRESH_ANNOTATION,
-    INPUTS_ANNOTATION,
-];
 
 /// Owner `apiVersion`s and `kind`s, and Secret types, that pull Secrets carry.
 const KNOWN_VALUES: &[&str] = &[
@@ -90,7 +79,7 @@ fn string_map(v: Option<&Value>) -> StrMap {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (intern(k, KNOWN_KEYS), v)))
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
                 .collect()
         })
         .unwrap_or_default()
