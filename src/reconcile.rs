@@ -72,6 +72,8 @@ pub enum ReconcileError {
     },
     /// Writes kept conflicting with concurrent changes.
     TooManyConflicts,
+    /// The planner asked for a token again after being given one (a bug, never user input).
+    TokenAskedTwice,
     /// This replica no longer holds the leader lease.
     NotLeader,
 }
@@ -97,6 +99,9 @@ impl fmt::Display for ReconcileError {
                 write!(f, "gave up after {MAX_ATTEMPTS} conflicting writes")
             }
             ReconcileError::NotLeader => f.write_str("not the leader; write skipped"),
+            ReconcileError::TokenAskedTwice => {
+                f.write_str("internal error: the planner asked for a token twice in one pass")
+            }
         }
     }
 }
@@ -284,7 +289,7 @@ impl Reconciler {
             let Outcome::Done(mut p) = outcome else {
                 // The planner asks for a token only once per observation; asking again would
                 // mean it ignored the one we gave it.
-                return Err(ReconcileError::TooManyConflicts);
+                return Err(ReconcileError::TokenAskedTwice);
             };
             add_conditions(&obs.binding, &mut p, now);
             let mut rv = obs.binding.meta.resource_version.clone();
