@@ -100,12 +100,13 @@ fn refresh_jitter(at: Instant, unit: f64) -> Duration {
     bound.mul_f64(unit.clamp(0.0, 1.0))
 }
 
-/// Watch events (each a whole object, or a page of up to 500) that may wait for a dispatcher.
-/// Small on purpose: a parsed page is over half a MiB, and at start-up the ServiceAccount
-/// dispatcher waits for the binding lists while its watch keeps listing; a deep buffer held the
-/// whole first list of every feed at once and set acrpull's high-water mark (26 MiB of the 36 MiB
-/// peak heap at 10 000 bindings). A full buffer only pauses the watch's reading.
-const WATCH_BUFFER: usize = 2;
+/// Watch events (each a whole object, or a page of up to 500) that may wait for a dispatcher:
+/// none, so a watch hands over each event as its dispatcher takes it. A parsed page is over half
+/// a MiB, and at start-up the ServiceAccount dispatcher waits for the binding lists while its
+/// watch keeps listing; a deep buffer held the whole first list of every feed at once and set
+/// acrpull's high-water mark (26 MiB of the 36 MiB peak heap at 10 000 bindings). Waiting only
+/// pauses the watch's reading; the socket buffers what arrives meanwhile.
+const WATCH_BUFFER: usize = 0;
 
 /// Which watch an event came from.
 #[derive(Clone, Copy, Debug)]

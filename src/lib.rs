@@ -28,6 +28,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod resolve;
 pub mod schedule;
 pub mod selector;
 pub mod serve;

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use ureq::config::Config;
 use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
     TcpConnector, Transport, TransportAdapter,
@@ -23,6 +23,7 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Proxy};
 
 use super::error::HttpError;
+use crate::resolve::CachingResolver;
 
 /// Largest response body read; Azure token responses are a few KiB.
 const MAX_BODY: u64 = 1024 * 1024;
@@ -169,6 +170,7 @@ impl HttpClients {
     pub fn new(config: &HttpConfig) -> Result<HttpClients, HttpSetupError> {
         let resolver = ConnectToResolver {
             rules: config.connect_to.clone(),
+            fallback: Arc::new(CachingResolver::default()),
         };
         let base = |proxy: Option<Proxy>| {
             Config::builder()
@@ -461,6 +463,8 @@ impl ConnectTo {
 #[derive(Debug, Clone)]
 struct ConnectToResolver {
     rules: Vec<ConnectTo>,
+    /// Everything no rule names; shared by the agents so a host is looked up once for all.
+    fallback: Arc<CachingResolver>,
 }
 
 impl Resolver for ConnectToResolver {
@@ -477,7 +481,7 @@ impl Resolver for ConnectToResolver {
                 return Ok(addrs);
             }
         }
-        DefaultResolver::default().resolve(uri, config, timeout)
+        self.fallback.resolve(uri, config, timeout)
     }
 }
 

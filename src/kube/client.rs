@@ -252,7 +252,7 @@ impl Client {
             })?),
             None => None,
         };
-        let agent: Agent = Agent::config_builder()
+        let agent_config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .proxy(proxy)
@@ -264,8 +264,12 @@ impl Client {
             .input_buffer_size(crate::http_buffers::INPUT)
             .output_buffer_size(crate::http_buffers::OUTPUT)
             .max_response_header_size(crate::http_buffers::MAX_RESPONSE_HEADER)
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            crate::resolve::CachingResolver::default(),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
@@ -309,10 +313,11 @@ impl Client {
             .as_str()
             .filter(|c| !c.is_empty())
             .map(str::to_string);
-        let items = match v.get_mut("items").map(Value::take) {
+        let mut items = match v.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
         };
+        items.iter_mut().for_each(drop_managed_fields);
         Ok(ListPage {
             items,
             resource_version,
@@ -610,8 +615,17 @@ pub fn decode_watch_line(line: &[u8]) -> Result<Option<RawEvent>, Error> {
     }
     let mut v: Value = serde_json::from_slice(line)?;
     let kind = v["type"].as_str().unwrap_or("").to_string();
-    let object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+    let mut object = v.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+    drop_managed_fields(&mut object);
     Ok(Some(RawEvent { kind, object }))
+}
+
+/// Removes `metadata.managedFields`, which acrpull never reads: on a real API server it is often
+/// half of an object's JSON, and parsed list pages wait in the watch channels at start-up.
+fn drop_managed_fields(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
 }
 
 #[cfg(test)]
@@ -765,10 +779,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn watch_lines_arrive_without_managed_fields() {
+        let line = br#"{"type":"MODIFIED","object":{"metadata":{"name":"s","managedFields":[{"manager":"m"}],"labels":{"a":"b"}}}}"#;
+        let event = decode_watch_line(line).unwrap().unwrap();
+        assert_eq!(event.kind, "MODIFIED");
+        assert!(event.object["metadata"].get("managedFields").is_none());
+        assert_eq!(event.object["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
     fn list_sends_selectors_and_paging_and_returns_the_continue_token() {
         let (base, seen) = serve(vec![Canned::json(
             200,
-            r#"{"kind":"SecretList","metadata":{"resourceVersion":"42","continue":"next"},"items":[{"metadata":{"name":"a"}}]}"#,
+            r#"{"kind":"SecretList","metadata":{"resourceVersion":"42","continue":"next"},"items":[{"metadata":{"name":"a","managedFields":[{"manager":"kubectl"}]}}]}"#,
         )]);
         let c = client(&base, Auth::None);
         let params = ListParams {
@@ -781,6 +804,10 @@ pub(crate) mod tests {
         assert_eq!(page.resource_version, "42");
         assert_eq!(page.continue_token.as_deref(), Some("next"));
         assert_eq!(page.items[0]["metadata"]["name"], "a");
+        assert!(
+            page.items[0]["metadata"].get("managedFields").is_none(),
+            "never read, so never kept"
+        );
         let req = seen.recv().unwrap();
         assert_eq!(
             req.request_line,
