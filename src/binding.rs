@@ -234,10 +234,10 @@ impl Environment {
 /// How the binding authenticates to Entra.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
-    /// A user-assigned managed identity by client ID.
-    ManagedClientId(String),
+    /// A user-assigned managed identity by client ID (shared: many bindings use one identity).
+    ManagedClientId(Shared),
     /// A user-assigned managed identity by ARM resource ID.
-    ManagedResourceId(String),
+    ManagedResourceId(Shared),
     /// The node's system-assigned identity (v1beta2 `clientID: ""`, like upstream).
     SystemAssigned,
     /// Workload identity federation.

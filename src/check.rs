@@ -360,11 +360,13 @@ impl Flow<'_> {
         let step = Step::ok("entra token").detail("identity", describe_identity(&spec.identity));
         let got = match &spec.identity {
             Identity::ManagedClientId(id) => {
-                self.imds(step, &ManagedIdentity::ClientId(id.clone()), &audience)
+                self.imds(step, &ManagedIdentity::ClientId(id.to_string()), &audience)
             }
-            Identity::ManagedResourceId(id) => {
-                self.imds(step, &ManagedIdentity::ResourceId(id.clone()), &audience)
-            }
+            Identity::ManagedResourceId(id) => self.imds(
+                step,
+                &ManagedIdentity::ResourceId(id.to_string()),
+                &audience,
+            ),
             Identity::SystemAssigned => self.imds(step, &ManagedIdentity::System, &audience),
             Identity::Workload {
                 service_account_ref,

@@ -213,8 +213,8 @@ fn registry_matches(entry: &str, host: &str) -> bool {
 /// them: its client ID may come from a ServiceAccount annotation and is checked once resolved.
 pub fn spec_identities(identity: &Identity) -> Vec<String> {
     match identity {
-        Identity::ManagedClientId(c) => vec![c.clone()],
-        Identity::ManagedResourceId(r) => vec![r.clone()],
+        Identity::ManagedClientId(c) => vec![c.to_string()],
+        Identity::ManagedResourceId(r) => vec![r.to_string()],
         Identity::SystemAssigned => vec![SYSTEM_ASSIGNED.to_string()],
         Identity::Workload { .. } => Vec::new(),
         Identity::FederatedApplication {

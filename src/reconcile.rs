@@ -491,10 +491,10 @@ impl Reconciler {
         }
         Ok(match &need.identity {
             Identity::ManagedClientId(id) => {
-                Credential::Managed(ManagedIdentity::ClientId(id.clone()))
+                Credential::Managed(ManagedIdentity::ClientId(id.to_string()))
             }
             Identity::ManagedResourceId(id) => {
-                Credential::Managed(ManagedIdentity::ResourceId(id.clone()))
+                Credential::Managed(ManagedIdentity::ResourceId(id.to_string()))
             }
             Identity::SystemAssigned => Credential::Managed(ManagedIdentity::System),
             Identity::Workload {

@@ -97,9 +97,9 @@ pub(super) fn decode_v1beta1(spec: Option<&Value>, d: &V1beta1Defaults) -> Resul
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_string());
     let identity = if !client_id.is_empty() {
-        Identity::ManagedClientId(client_id.clone())
+        Identity::ManagedClientId(share(&client_id))
     } else if !resource_id.is_empty() {
-        Identity::ManagedResourceId(resource_id.clone())
+        Identity::ManagedResourceId(share(&resource_id))
     } else {
         return Err(SpecError::NoIdentity);
     };
@@ -171,8 +171,8 @@ fn decode_environment(acr: Option<&Value>) -> Result<Environment, SpecError> {
 /// `federatedApplication` wraps one).
 fn managed_of(id: Identity) -> ManagedIdentity {
     match id {
-        Identity::ManagedClientId(c) => ManagedIdentity::ClientId(c),
-        Identity::ManagedResourceId(r) => ManagedIdentity::ResourceId(r),
+        Identity::ManagedClientId(c) => ManagedIdentity::ClientId(c.to_string()),
+        Identity::ManagedResourceId(r) => ManagedIdentity::ResourceId(r.to_string()),
         _ => ManagedIdentity::System,
     }
 }
@@ -208,8 +208,8 @@ pub(super) fn decode_v1beta2(spec: Option<&Value>, acr_audience: bool) -> Result
             let resource = opt_str(Some(mi), "resourceID", &format!("{path}.resourceID"))?;
             let id = match (&client, &resource) {
                 (Some(_), Some(_)) => return Err(SpecError::ManagedIdentityBothIds),
-                (Some(c), None) if !c.is_empty() => Identity::ManagedClientId(c.clone()),
-                (None, Some(r)) if !r.is_empty() => Identity::ManagedResourceId(r.clone()),
+                (Some(c), None) if !c.is_empty() => Identity::ManagedClientId(share(c)),
+                (None, Some(r)) if !r.is_empty() => Identity::ManagedResourceId(share(r)),
                 // Present-but-empty, like upstream, means the node's own identity.
                 (Some(_), None) | (None, Some(_)) => Identity::SystemAssigned,
                 (None, None) => return Err(SpecError::ManagedIdentityBothIds),
