@@ -840,36 +840,39 @@ impl World {
 
     /// Reads, edits and writes back an object, retrying on conflicts with the controller.
     pub fn edit(&self, res: &str, ns: &str, name: &str, f: impl Fn(&mut Value)) -> Value {
-        for _ in 0..50 {
-            let mut obj = self
-                .api
-                .get(res, ns, name)
-                .unwrap_or_else(|| panic!("{res} {ns}/{name} exists"));
-            f(&mut obj);
-            match self.api.put(res, ns, obj) {
-                Ok(v) => return v,
-                Err(e) if e.code == 409 => continue,
-                Err(e) => panic!("editing {res} {ns}/{name}: {e:?}"),
-            }
-        }
-        panic!("editing {res} {ns}/{name} kept conflicting");
+        self.edit_with(res, ns, name, f, "", |obj| self.api.put(res, ns, obj))
     }
 
     /// Same as [`World::edit`] for the status subresource.
     pub fn edit_status(&self, res: &str, ns: &str, name: &str, f: impl Fn(&mut Value)) -> Value {
+        self.edit_with(res, ns, name, f, "the status of ", |obj| {
+            self.api.put_status(res, ns, obj)
+        })
+    }
+
+    /// The read-edit-write loop of [`World::edit`], writing with `write`.
+    fn edit_with(
+        &self,
+        res: &str,
+        ns: &str,
+        name: &str,
+        f: impl Fn(&mut Value),
+        what: &str,
+        write: impl Fn(Value) -> Result<Value, crate::kube::ApiError>,
+    ) -> Value {
         for _ in 0..50 {
             let mut obj = self
                 .api
                 .get(res, ns, name)
                 .unwrap_or_else(|| panic!("{res} {ns}/{name} exists"));
             f(&mut obj);
-            match self.api.put_status(res, ns, obj) {
+            match write(obj) {
                 Ok(v) => return v,
                 Err(e) if e.code == 409 => continue,
-                Err(e) => panic!("editing the status of {res} {ns}/{name}: {e:?}"),
+                Err(e) => panic!("editing {what}{res} {ns}/{name}: {e:?}"),
             }
         }
-        panic!("editing the status of {res} {ns}/{name} kept conflicting");
+        panic!("editing {what}{res} {ns}/{name} kept conflicting");
     }
 
     /// Sets a ServiceAccount's `imagePullSecrets` to `names`.

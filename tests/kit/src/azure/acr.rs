@@ -35,8 +35,9 @@ pub const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 /// The issuer of registry tokens.
 const ACR_ISSUER: &str = "Azure Container Registry";
 /// Default lifetimes: refresh tokens 3 h (ACR docs), access tokens 75 min (observed, doc sample).
-const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(3 * 3600);
-const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(75 * 60);
+pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(3 * 3600);
+/// See [`DEFAULT_REFRESH_LIFETIME`].
+pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(75 * 60);
 
 /// Which Entra token audiences a registry accepts at `/oauth2/exchange`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,9 @@ mod entra;
 mod fault;
 mod imds;
 
-pub use acr::{Acr, AcrCounters, Audiences, Registry, ACR_AUDIENCE, ARM_AUDIENCES};
+pub use acr::{
+    Acr, AcrCounters, Audiences, Registry, ACR_AUDIENCE, ARM_AUDIENCES, DEFAULT_ACCESS_LIFETIME,
+};
 pub use entra::{Application, Entra, EntraCounters, FederatedCredential};
 pub use fault::{Fault, FaultPlan};
 pub use imds::{Imds, ImdsCounters, ManagedIdentity, Principal};

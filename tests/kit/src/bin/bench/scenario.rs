@@ -226,9 +226,8 @@ fn set_up_azure(w: &World, s: &Scenario) {
 /// creation and steady-state writes. A scenario that measures creation gets tokens that outlive
 /// it; `None` keeps ACR's lifetimes where they already do.
 fn creation_lifetime(s: &Scenario) -> Option<Duration> {
-    const ACR_ACCESS_LIFETIME: Duration = Duration::from_secs(75 * 60);
     let needed = refresh_lifetime(s.bindings, s.qps, s.steady);
-    (needed > ACR_ACCESS_LIFETIME).then_some(needed)
+    (needed > acrpull_testkit::azure::DEFAULT_ACCESS_LIFETIME).then_some(needed)
 }
 
 fn create(api: &ApiServer, res: &str, ns: &str, obj: Value) -> Result<(), ScenarioError> {
