@@ -14,12 +14,12 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
 use crate::azure::jwt;
+use crate::binding::selector::Selector;
+use crate::binding::suffix::{self, AllowList};
 use crate::binding::{ApiVersion, Binding, V1beta1Defaults};
 use crate::kube::client::decode_watch_line;
 use crate::kube::{yaml, Config, Error};
 use crate::plan::{self, Minted, MintedToken, Observed, Outcome, Password, PlanConfig, SaObs};
-use crate::selector::Selector;
-use crate::suffix::{self, AllowList};
 
 /// One fuzz target body: any bytes in, a panic only on a finding.
 pub type Target = fn(&[u8]);
@@ -219,7 +219,10 @@ fn plan_all_ways(obs: &Observed) {
         expires: now + Duration::hours(3),
         issued: now,
     });
-    let failure = Minted::Err("failed to retrieve ACR access token: fuzz".into());
+    let failure = Minted::Err(crate::binding::BindingError::TokenRequest {
+        step: crate::binding::TokenStep::AcrAccessToken,
+        detail: "fuzz".into(),
+    });
     for minted in [None, Some(&token), Some(&failure)] {
         if let Outcome::Done(p) = plan::plan(obs, &cfg, now, minted) {
             if let Some(at) = p.refresh_at {

@@ -1,41 +1,51 @@
 //! acrpull: keeps Azure Container Registry pull secrets fresh for `AcrPullBinding` objects.
 //!
-//! The modules read as a table of contents: Kubernetes and Azure I/O sit at the edges (`kube`,
-//! `azure`, `tokens`, `workload`), the decisions in the middle are pure (`binding`, `plan`,
-//! `names`, `hash`, `suffix`, `selector`), and `controller` wires them together with the
-//! `schedule` queue.
+//! The folders follow the flow, top to bottom:
+//! watch → store → queue → reconcile → plan → tokens → writes.
 #![deny(unsafe_code)]
 
-pub mod app;
-pub mod azure;
-pub mod binding;
-pub mod check;
-pub mod cli;
-pub mod conditions;
-pub mod controller;
-pub mod events;
+/// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
+pub(crate) mod azure;
+/// The binding model: both API versions decoded into one, conditions, names, hashes, policy.
+pub(crate) mod binding;
+/// `acrpull check`: one binding's token flow, step by step.
+pub(crate) mod check;
+/// Flags and environment, parsed into a validated configuration.
+pub(crate) mod cli;
+/// Compact records that keep the store small.
+pub(crate) mod compact;
+/// Wiring: start-up, watch dispatch, the store, the work queue, workers and reconcile, leader
+/// election, Events.
+pub(crate) mod controller;
+
+pub use check::{render as render_check, run as check};
+pub use cli::{check_usage, parse, usage, Command, UsageError};
+pub use controller::app::run;
+pub use ops::logging::init as init_logging;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod hash;
-pub mod health;
-pub mod http_buffers;
-pub mod kube;
-pub mod leader;
-pub mod logging;
-pub mod metered;
-pub mod metrics;
-pub mod names;
-pub mod plan;
-pub mod policy;
-pub mod reconcile;
-pub mod resolve;
-pub mod schedule;
-pub mod selector;
-pub mod serve;
-pub mod signals;
-pub mod store;
-pub mod strmap;
-pub mod suffix;
-pub mod text;
-pub mod tokens;
-pub mod workload;
+
+/// What the manifest tests hold the shipped CRDs against: the spec decoder, the status patch and
+/// the planner. Not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::binding::{
+        ApiVersion, Binding, BindingError, SpecError, TokenStep, V1beta1Defaults,
+    };
+    pub use crate::cli::DEFAULT_TOKEN_AUDIENCE;
+    pub use crate::plan::conditions::status_patch;
+    pub use crate::plan::{
+        plan, Minted, MintedToken, Observed, Outcome, Password, PlanConfig, SaObs, Write,
+    };
+}
+/// Kubernetes I/O: the REST client, list+watch, kubeconfig, label selectors.
+pub(crate) mod kube;
+/// HTTP plumbing shared by both clients.
+pub(crate) mod net;
+/// Running it: metrics, probes, health, logging, signals.
+pub(crate) mod ops;
+/// The pure planner: observed objects and now in, ordered writes and the next deadline out.
+pub(crate) mod plan;
+/// The token service: Entra, IMDS and ACR tokens, cached and single-flighted.
+pub(crate) mod tokens;

@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use acrpull::cli::{self, Command};
+use acrpull::Command;
 
 fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
-    match cli::parse(std::env::args().skip(1), &env) {
+    match acrpull::parse(std::env::args().skip(1), &env) {
         Ok(Command::Help) => {
-            print!("{}", cli::usage());
+            print!("{}", acrpull::usage());
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {
@@ -20,8 +20,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(config)) => {
-            acrpull::logging::init(config.log_format, &config.log_level);
-            match acrpull::app::run(&config) {
+            acrpull::init_logging(config.log_format, &config.log_level);
+            match acrpull::run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("acrpull: {e}");
@@ -30,15 +30,15 @@ fn main() -> ExitCode {
             }
         }
         Ok(Command::CheckHelp) => {
-            print!("{}", cli::check_usage());
+            print!("{}", acrpull::check_usage());
             ExitCode::SUCCESS
         }
         Ok(Command::Check(args)) => {
             // Quiet by default: the report is the output; RUST_LOG still turns logs on.
-            acrpull::logging::init(args.config.log_format, "warn");
-            match acrpull::check::run(&args) {
+            acrpull::init_logging(args.config.log_format, "warn");
+            match acrpull::check(&args) {
                 Ok(report) => {
-                    print!("{}", acrpull::check::render(&report, args.output));
+                    print!("{}", acrpull::render_check(&report, args.output));
                     if report.passed() {
                         ExitCode::SUCCESS
                     } else {
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Err(e @ cli::UsageError::CheckTarget(_)) => {
+        Err(e @ acrpull::UsageError::CheckTarget(_)) => {
             eprintln!("acrpull: {e}\nRun 'acrpull check --help' for usage.");
             ExitCode::from(2)
         }

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use acrpull::binding::{ApiVersion, Binding, SpecError, V1beta1Defaults};
-use acrpull::conditions::status_patch;
-use acrpull::plan::{
-    self, Minted, MintedToken, Observed, Outcome, Password, PlanConfig, SaObs, Write,
+use acrpull::testing::{
+    plan, status_patch, ApiVersion, Binding, BindingError, Minted, MintedToken, Observed, Outcome,
+    Password, PlanConfig, SaObs, SpecError, TokenStep, V1beta1Defaults, Write,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1079,7 +1078,7 @@ fn observed(b: &Binding, target_found: bool) -> Observed {
 /// The status the plan's `UpdateStatus` writes leave on a binding that had none.
 fn planned_status(obs: &Observed, minted: Option<&Minted>) -> Value {
     let cfg = PlanConfig::default();
-    let plan = match plan::plan(obs, &cfg, NOW, minted) {
+    let plan = match plan(obs, &cfg, NOW, minted) {
         Outcome::Done(p) => p,
         Outcome::NeedToken(_) => panic!("a token was handed over and more is asked"),
     };
@@ -1112,14 +1111,17 @@ fn planned_status_writes_fit_the_status_schemas() {
         expires: NOW + Duration::hours(3),
         issued: NOW,
     });
-    let refused = Minted::Err("failed to retrieve ACR audience token: denied".into());
+    let refused = Minted::Err(BindingError::TokenRequest {
+        step: TokenStep::AcrToken,
+        detail: "denied".into(),
+    });
     for example in example_objects() {
         let b = decode(&example);
         let schema = status_schema(b.version);
         let obs = observed(&b, true);
         assert!(
             matches!(
-                plan::plan(&obs, &PlanConfig::default(), NOW, None),
+                plan(&obs, &PlanConfig::default(), NOW, None),
                 Outcome::NeedToken(_)
             ),
             "a fresh binding needs a token"
@@ -1136,8 +1138,11 @@ fn planned_status_writes_fit_the_status_schemas() {
 
         let mut failed = planned_status(&obs, Some(&refused));
         assert!(failed["error"].is_string(), "{failed}");
-        let error = failed["error"].as_str().map(str::to_string);
-        let conditions = status_patch(&b, error.as_deref(), None, NOW).expect("conditions change");
+        let error = match &refused {
+            Minted::Err(e) => e,
+            Minted::Ok(_) => unreachable!("refused is an error"),
+        };
+        let conditions = status_patch(&b, Some(error), None, NOW).expect("conditions change");
         merge(&mut failed, &conditions);
         if let Err(e) = fits(&schema, &failed) {
             panic!("{:?} failure status {failed}: {e:#?}", b.version);
@@ -1163,12 +1168,13 @@ fn condition_patches_fit_the_status_schemas_in_every_state() {
             (None, Some(NOW - Duration::hours(1))),
             (None, None),
             (
-                Some("service account \"x\" not found"),
+                Some(BindingError::ServiceAccountNotFound { name: "x".into() }),
                 Some(NOW + Duration::hours(1)),
             ),
         ];
         for (error, expires) in cases {
-            let patch = status_patch(&b, error, expires, NOW).expect("a fresh binding changes");
+            let patch =
+                status_patch(&b, error.as_ref(), expires, NOW).expect("a fresh binding changes");
             let mut status = json!({});
             merge(&mut status, &patch);
             assert_eq!(status["conditions"].as_array().map(Vec::len), Some(2));
@@ -1195,7 +1201,7 @@ fn admission_policies_parse_and_every_policy_is_bound_failing_open_on_missing_pa
     assert_eq!(params["data"]["controllerNamespace"], NAMESPACE);
     assert_eq!(
         params["data"]["tokenAudience"],
-        acrpull::cli::DEFAULT_TOKEN_AUDIENCE
+        acrpull::testing::DEFAULT_TOKEN_AUDIENCE
     );
 
     let policies = of_kind(&objs, "ValidatingAdmissionPolicy");

@@ -95,6 +95,7 @@ impl AcrClient {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> AcrClient {
         self.retry = retry;

@@ -100,6 +100,7 @@ impl EntraClient {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> EntraClient {
         self.retry = retry;

@@ -24,8 +24,6 @@ pub enum HttpError {
         /// The HTTP status code (3xx).
         status: u16,
     },
-    /// A 2xx response whose body was not the JSON we expected.
-    MalformedBody,
     /// The URL was refused before sending (not HTTPS where required, or not parseable).
     InvalidUrl,
 }
@@ -66,7 +64,6 @@ impl fmt::Display for HttpError {
             HttpError::Redirect { status } => {
                 write!(f, "refusing to follow a redirect (status {status})")
             }
-            HttpError::MalformedBody => f.write_str("malformed response body"),
             HttpError::InvalidUrl => f.write_str("invalid request url"),
         }
     }

@@ -23,7 +23,7 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Proxy};
 
 use super::error::HttpError;
-use crate::resolve::CachingResolver;
+use crate::net::resolve::CachingResolver;
 
 /// Largest response body read; Azure token responses are a few KiB.
 const MAX_BODY: u64 = 1024 * 1024;
@@ -180,9 +180,9 @@ impl HttpClients {
                 .timeout_global(Some(config.call_timeout))
                 .user_agent(concat!("acrpull/", env!("CARGO_PKG_VERSION")))
                 .proxy(proxy)
-                .input_buffer_size(crate::http_buffers::INPUT)
-                .output_buffer_size(crate::http_buffers::OUTPUT)
-                .max_response_header_size(crate::http_buffers::MAX_RESPONSE_HEADER)
+                .input_buffer_size(crate::net::buffers::INPUT)
+                .output_buffer_size(crate::net::buffers::OUTPUT)
+                .max_response_header_size(crate::net::buffers::MAX_RESPONSE_HEADER)
         };
 
         let imds = Agent::with_parts(

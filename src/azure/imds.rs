@@ -13,9 +13,6 @@ use super::limiter::Limiter;
 use super::retry::RetryPolicy;
 use super::secret::{AccessToken, SecretString};
 
-/// The IMDS address on every Azure VM.
-pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
-
 /// The IMDS token API version (the oldest that supports managed identities).
 const API_VERSION: &str = "2018-02-01";
 
@@ -114,6 +111,7 @@ impl ImdsClient {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the retry policy (tests use one that does not sleep).
     pub fn with_retry(mut self, retry: RetryPolicy) -> ImdsClient {
         self.retry = retry;

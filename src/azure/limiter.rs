@@ -101,6 +101,7 @@ impl Limiter {
         }
     }
 
+    #[cfg(test)]
     /// The number of permits held right now.
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight

@@ -4,7 +4,6 @@
 //! responses, and take the sender as a trait object so tests can swap it.
 
 pub mod acr;
-pub mod cloud;
 pub mod entra;
 pub mod error;
 pub mod http;
@@ -12,8 +11,9 @@ pub mod imds;
 pub mod jwt;
 pub mod limiter;
 pub mod retry;
+pub mod scope;
 pub mod secret;
 
 pub use error::HttpError;
-pub use http::{HttpClients, HttpConfig, HttpResponse, HttpSend};
+pub use http::{HttpClients, HttpConfig};
 pub use secret::{AccessToken, SecretString};

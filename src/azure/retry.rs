@@ -68,6 +68,7 @@ impl RetryPolicy {
         }
     }
 
+    #[cfg(test)]
     /// A policy that never retries (for tests and callers that retry themselves).
     pub fn none() -> RetryPolicy {
         RetryPolicy {

@@ -1,7 +1,7 @@
 //! Spec decoding for both versions: v1beta1 env resolution (spec §2.7), v1beta2 with the CRD's
 //! CEL rules re-checked (spec §1.2, §2.8), and upstream's inputs-hash formulas.
 
-use crate::text::share;
+use crate::compact::text::share;
 use serde_json::Value;
 
 use super::{
@@ -9,7 +9,7 @@ use super::{
     DEFAULT_SERVICE_ACCOUNT, MAX_FIELD_BYTES, V1BETA1_ARM_RESOURCE,
 };
 use crate::azure::imds::ManagedIdentity;
-use crate::hash::inputs_hash;
+use crate::binding::hash::inputs_hash;
 
 /// Reads an optional string field: absent/null → `None`; wrong type or too long → error.
 fn opt_str(obj: Option<&Value>, key: &str, path: &str) -> Result<Option<String>, SpecError> {

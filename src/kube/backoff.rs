@@ -99,6 +99,7 @@ impl Backoff {
         base.mul_f64(factor).clamp(FLOOR, MAX)
     }
 
+    #[cfg(test)]
     /// Forgets all failures: the next delay is [`INITIAL`] again.
     pub fn reset(&mut self) {
         self.next = INITIAL;

@@ -38,6 +38,7 @@ impl Resource {
     pub const SECRETS: Resource = Resource::core("secrets", true);
     /// Core `v1` ServiceAccounts (also the `token` subresource for TokenRequest).
     pub const SERVICE_ACCOUNTS: Resource = Resource::core("serviceaccounts", true);
+    #[cfg(test)]
     /// Core `v1` Namespaces.
     pub const NAMESPACES: Resource = Resource::core("namespaces", false);
     /// `acrpull.microsoft.com/v1beta2` AcrPullBindings.
@@ -59,13 +60,6 @@ impl Resource {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
-        namespaced: true,
-    };
-    /// `events.k8s.io/v1` Events.
-    pub const EVENTS: Resource = Resource {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
         namespaced: true,
     };
 
@@ -261,14 +255,14 @@ impl Client {
             .timeout_global(Some(config.request_timeout))
             .user_agent(concat!("acrpull/", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
-            .input_buffer_size(crate::http_buffers::INPUT)
-            .output_buffer_size(crate::http_buffers::OUTPUT)
-            .max_response_header_size(crate::http_buffers::MAX_RESPONSE_HEADER)
+            .input_buffer_size(crate::net::buffers::INPUT)
+            .output_buffer_size(crate::net::buffers::OUTPUT)
+            .max_response_header_size(crate::net::buffers::MAX_RESPONSE_HEADER)
             .build();
         let agent = Agent::with_parts(
             agent_config,
             ureq::unversioned::transport::DefaultConnector::default(),
-            crate::resolve::CachingResolver::default(),
+            crate::net::resolve::CachingResolver::default(),
         );
         Ok(Client {
             inner: Arc::new(Inner {
@@ -280,11 +274,6 @@ impl Client {
                 namespace: config.namespace.clone(),
             }),
         })
-    }
-
-    /// The config's default namespace (the pod's namespace in-cluster).
-    pub fn default_namespace(&self) -> Option<&str> {
-        self.inner.namespace.as_deref()
     }
 
     /// The per-verb, per-code request counters.

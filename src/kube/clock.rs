@@ -1,6 +1,5 @@
 //! An injectable monotonic clock, so rate limits, backoff and watch timing can be tested without sleeping.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Reads the time and sleeps; the real one uses `std`, tests use [`FakeClock`].
@@ -9,6 +8,10 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Instant;
     /// Blocks the calling thread for `d`.
     fn sleep(&self, d: Duration);
+    /// The wall-clock time, in UTC (token and refresh times are wall-clock).
+    fn utc(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
 }
 
 /// The real clock.
@@ -25,19 +28,23 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(test)]
 /// A clock that only moves when told to; `sleep` advances it instantly.
 #[derive(Debug)]
 pub struct FakeClock {
     start: Instant,
-    offset: Mutex<Duration>,
+    start_utc: time::OffsetDateTime,
+    offset: std::sync::Mutex<Duration>,
 }
 
+#[cfg(test)]
 impl FakeClock {
     /// A fake clock starting at the current instant.
     pub fn new() -> Self {
         FakeClock {
             start: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
+            start_utc: time::macros::datetime!(2026-01-02 15:04:05 UTC),
+            offset: std::sync::Mutex::new(Duration::ZERO),
         }
     }
 
@@ -53,12 +60,14 @@ impl FakeClock {
     }
 }
 
+#[cfg(test)]
 impl Default for FakeClock {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(test)]
 impl Clock for FakeClock {
     fn now(&self) -> Instant {
         self.start + self.elapsed()
@@ -66,6 +75,10 @@ impl Clock for FakeClock {
 
     fn sleep(&self, d: Duration) {
         self.advance(d);
+    }
+
+    fn utc(&self) -> time::OffsetDateTime {
+        self.start_utc + self.elapsed()
     }
 }
 

@@ -14,8 +14,7 @@ pub mod ratelimit;
 pub mod watch;
 pub mod yaml;
 
-pub use auth::{Auth, BearerToken};
-pub use client::{Client, ListPage, ListParams, Metrics, Preconditions, Resource};
-pub use config::{Config, InClusterPaths};
-pub use error::{ConfigError, Error, ExecFailure};
+pub use client::{Client, ListParams, Preconditions, Resource};
+pub use config::Config;
+pub use error::{ConfigError, Error};
 pub use watch::{WatchEvent, WatchHandle};

@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Page size of the initial list: bounds the memory of one response body.
@@ -60,7 +59,7 @@ pub enum WatchError {
     /// Opening the WATCH failed.
     WatchStartFailed(Error),
     /// The server sent an in-stream ERROR event other than 410.
-    WatchError(Error),
+    ErrorEvent(Error),
     /// Reading or decoding the stream failed.
     WatchFailed(Error),
     /// The watch ended within [`MIN_WATCH_DURATION`] without any event.
@@ -72,7 +71,7 @@ impl fmt::Display for WatchError {
         match self {
             WatchError::InitialListFailed(e) => write!(f, "initial list failed: {e}"),
             WatchError::WatchStartFailed(e) => write!(f, "watch start failed: {e}"),
-            WatchError::WatchError(e) => write!(f, "watch error event: {e}"),
+            WatchError::ErrorEvent(e) => write!(f, "watch error event: {e}"),
             WatchError::WatchFailed(e) => write!(f, "watch failed: {e}"),
             WatchError::VeryShortWatch => write!(f, "watch ended immediately without events"),
         }
@@ -173,6 +172,7 @@ pub enum State<S> {
 }
 
 impl<S> State<S> {
+    #[cfg(test)]
     /// The state's name, for logs and tests.
     pub fn name(&self) -> &'static str {
         match self {
@@ -183,6 +183,7 @@ impl<S> State<S> {
         }
     }
 
+    #[cfg(test)]
     /// The resourceVersion the watcher would resume from, if any.
     pub fn resource_version(&self) -> Option<&str> {
         match self {
@@ -236,6 +237,7 @@ impl<S: Source> Watcher<S> {
         }
     }
 
+    #[cfg(test)]
     /// The current state.
     pub fn state(&self) -> &State<S::Stream> {
         &self.state
@@ -384,7 +386,7 @@ impl<S: Source> Watcher<S> {
                 return (Step::Progress, State::Empty);
             }
             return (
-                self.fail(WatchError::WatchError(e)),
+                self.fail(WatchError::ErrorEvent(e)),
                 State::InitListed { resource_version },
             );
         }
@@ -440,6 +442,7 @@ impl<S: Source> Watcher<S> {
         }
     }
 
+    #[cfg(test)]
     /// Steps until `stop` is set or the receiver is gone, sending events and sleeping out backoffs.
     pub fn run(self, tx: &SyncSender<WatchEvent>, stop: &AtomicBool) {
         self.run_observed(tx, stop, &|_| {});
@@ -484,7 +487,9 @@ fn sleep_unless_stopped(clock: &dyn Clock, d: Duration, stop: &AtomicBool) {
 /// A running watcher thread; dropping it asks the thread to stop (it notices between reads).
 pub struct WatchHandle {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    // Only tests wait for the thread; in the product it ends on its own once stopped.
+    #[cfg(test)]
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WatchHandle {
@@ -493,6 +498,7 @@ impl WatchHandle {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
     /// Asks the watcher to stop and waits for its thread (at most one read idle timeout).
     pub fn join(mut self) {
         self.stop();
@@ -508,19 +514,9 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Starts a thread that lists and watches `path` and sends events to `tx`.
+/// Starts a thread that lists and watches `path`, sends events to `tx` and calls `observer` after
+/// every step (see [`Watcher::run_observed`]).
 pub fn spawn(
-    name: impl Into<String>,
-    client: Client,
-    path: String,
-    selectors: ListParams,
-    tx: SyncSender<WatchEvent>,
-) -> std::io::Result<WatchHandle> {
-    spawn_observed(name, client, path, selectors, tx, Box::new(|_| {}))
-}
-
-/// [`spawn`] with an observer called after every step (see [`Watcher::run_observed`]).
-pub fn spawn_observed(
     name: impl Into<String>,
     client: Client,
     path: String,
@@ -535,8 +531,11 @@ pub fn spawn_observed(
     let thread = std::thread::Builder::new()
         .name(format!("watch {name}"))
         .spawn(move || Watcher::new(name, source).run_observed(&tx, &flag, &*observer))?;
+    #[cfg(not(test))]
+    drop(thread);
     Ok(WatchHandle {
         stop,
+        #[cfg(test)]
         thread: Some(thread),
     })
 }
@@ -825,7 +824,15 @@ mod tests {
             label_selector: Some("app=x".into()),
             ..ListParams::default()
         };
-        let handle = spawn("secrets", c, "/api/v1/secrets".into(), selectors, tx).unwrap();
+        let handle = spawn(
+            "secrets",
+            c,
+            "/api/v1/secrets".into(),
+            selectors,
+            tx,
+            Box::new(|_| {}),
+        )
+        .unwrap();
         let wait = Duration::from_secs(10);
         let first = rx.recv_timeout(wait).unwrap();
         assert!(

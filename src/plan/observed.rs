@@ -3,9 +3,9 @@
 use serde_json::Value;
 
 use crate::binding::{ApiVersion, Binding, KIND};
+use crate::compact::strmap::StrMap;
+use crate::compact::text::{intern, Text};
 use crate::plan::secret::DOCKERCONFIG_TYPE;
-use crate::strmap::StrMap;
-use crate::text::{intern, Text};
 
 /// Owner `apiVersion`s and `kind`s, and Secret types, that pull Secrets carry.
 const KNOWN_VALUES: &[&str] = &[

@@ -5,8 +5,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
+use crate::binding::names::BINDING_LABEL;
 use crate::binding::{format_time, Binding, KIND};
-use crate::names::BINDING_LABEL;
 
 use super::SecretObs;
 

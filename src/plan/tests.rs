@@ -1,9 +1,11 @@
 //! Table-style tests of the planner, one per upstream scenario (spec §7) plus our fixes.
 
 use super::*;
-use crate::binding::Identity;
 use crate::binding::{format_time, V1beta1Defaults};
-use crate::strmap::StrMap;
+use crate::binding::{BindingError, Identity, TokenStep};
+use crate::compact::strmap::StrMap;
+use crate::plan::observed::OwnerRef;
+use crate::plan::secret::DOCKERCONFIG_KEY;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
@@ -139,7 +141,7 @@ fn token() -> Minted {
 
 /// Plans without a token and expects a finished plan.
 fn done(o: &Observed, cfg: &PlanConfig) -> Plan {
-    match plan(o, cfg, NOW, None) {
+    match writes(o, cfg, NOW, None) {
         Outcome::Done(p) => p,
         Outcome::NeedToken(n) => panic!("unexpected token need {n:?}"),
     }
@@ -147,11 +149,11 @@ fn done(o: &Observed, cfg: &PlanConfig) -> Plan {
 
 /// Expects a token need, then plans with `minted`.
 fn minted(o: &Observed, cfg: &PlanConfig, m: &Minted) -> (Box<TokenNeed>, Plan) {
-    let need = match plan(o, cfg, NOW, None) {
+    let need = match writes(o, cfg, NOW, None) {
         Outcome::NeedToken(n) => n,
         Outcome::Done(p) => panic!("expected a token need, got {p:?}"),
     };
-    match plan(o, cfg, NOW, Some(m)) {
+    match writes(o, cfg, NOW, Some(m)) {
         Outcome::Done(p) => (need, p),
         Outcome::NeedToken(n) => panic!("token given but needed again: {n:?}"),
     }
@@ -228,7 +230,7 @@ fn v1beta1_2_missing_service_account_is_a_status_error() {
         vec![status_error(r#"service account "missing" not found"#)]
     );
     assert_eq!(
-        p.error.as_deref(),
+        error_text(&p).as_deref(),
         Some(r#"service account "missing" not found"#)
     );
     assert_eq!(p.refresh_at, None);
@@ -283,7 +285,10 @@ fn v1beta1_3_no_secret_creates_one_with_exact_content() {
 fn v1beta1_4_token_failure_is_a_status_error() {
     let b = v1(json!({}));
     let o = obs(b, vec![], Some(sa("default", &[])), vec![]);
-    let err = Minted::Err("failed to retrieve ACR access token: oops".into());
+    let err = Minted::Err(BindingError::TokenRequest {
+        step: TokenStep::AcrAccessToken,
+        detail: "oops".into(),
+    });
     let (_, p) = minted(&o, &any_host(), &err);
     assert_eq!(
         p.writes,
@@ -745,14 +750,26 @@ fn v1beta2_5_and_6_workload_identity_needs_carry_the_identity() {
 
 #[test]
 fn v1beta2_7_and_8_token_service_errors_reach_the_status_verbatim() {
-    for msg in [
-        "service account delegate missing azure.workload.identity/client-id annotation",
-        "failed to retrieve ARM token: oops",
+    for (e, msg) in [
+        (
+            BindingError::MissingAnnotation {
+                service_account: "delegate".into(),
+                annotation: "azure.workload.identity/client-id",
+            },
+            "service account delegate missing azure.workload.identity/client-id annotation",
+        ),
+        (
+            BindingError::TokenRequest {
+                step: TokenStep::ArmToken,
+                detail: "oops".into(),
+            },
+            "failed to retrieve ARM token: oops",
+        ),
     ] {
         let o = obs(v2(v2_spec()), vec![], Some(sa("delegate", &[])), vec![]);
-        let (_, p) = minted(&o, &any_host(), &Minted::Err(msg.into()));
+        let (_, p) = minted(&o, &any_host(), &Minted::Err(e));
         assert_eq!(p.writes, vec![status_error(msg)]);
-        assert_eq!(p.error.as_deref(), Some(msg));
+        assert_eq!(error_text(&p).as_deref(), Some(msg));
     }
 }
 
@@ -765,7 +782,7 @@ fn v1beta2_9_disallowed_server_fails_before_any_token_call() {
         &PlanConfig::default(),
     );
     assert_eq!(
-        p.error.as_deref(),
+        error_text(&p).as_deref(),
         Some(
             r#"ACR server "registry.azurecr.io.attacker.example.com" is not in the allowed ACR server suffixes: azurecr.io, azurecr.us, azurecr.cn"#
         )
@@ -979,7 +996,7 @@ fn steady_state_costs_no_writes_and_refresh_costs_two() {
     );
     assert!(done(&o, &any_host()).writes.is_empty());
     let later = NOW + Duration::hours(13);
-    let Outcome::NeedToken(_) = plan(&o, &any_host(), later, None) else {
+    let Outcome::NeedToken(_) = writes(&o, &any_host(), later, None) else {
         panic!("a refresh is due");
     };
     let fresh = Minted::Ok(MintedToken {
@@ -987,7 +1004,7 @@ fn steady_state_costs_no_writes_and_refresh_costs_two() {
         expires: later + Duration::hours(24),
         issued: later,
     });
-    let Outcome::Done(p) = plan(&o, &any_host(), later, Some(&fresh)) else {
+    let Outcome::Done(p) = writes(&o, &any_host(), later, Some(&fresh)) else {
         panic!("token given");
     };
     assert_eq!(p.writes.len(), 2);
@@ -1139,7 +1156,7 @@ fn corrupted_annotations_are_treated_as_expired() {
         vec![],
     );
     assert!(matches!(
-        plan(&o, &any_host(), NOW, None),
+        writes(&o, &any_host(), NOW, None),
         Outcome::NeedToken(_)
     ));
 }
@@ -1225,7 +1242,7 @@ fn a_bad_spec_is_a_status_error_but_deletion_still_works() {
         &any_host(),
     );
     assert_eq!(
-        p.error.as_deref(),
+        error_text(&p).as_deref(),
         Some("a custom cloud configuration must be present for air-gapped cloud environments")
     );
     let b = binding(
@@ -1343,15 +1360,15 @@ fn apply(o: &mut Observed, writes: &[Write]) {
 
 /// Plans (minting when asked), applies, and checks the next pass is empty.
 fn converges(mut o: Observed) -> Observed {
-    let p = match plan(&o, &any_host(), NOW, None) {
+    let p = match writes(&o, &any_host(), NOW, None) {
         Outcome::Done(p) => p,
-        Outcome::NeedToken(_) => match plan(&o, &any_host(), NOW, Some(&token())) {
+        Outcome::NeedToken(_) => match writes(&o, &any_host(), NOW, Some(&token())) {
             Outcome::Done(p) => p,
             Outcome::NeedToken(n) => panic!("needed a token twice: {n:?}"),
         },
     };
     apply(&mut o, &p.writes);
-    match plan(&o, &any_host(), NOW, None) {
+    match writes(&o, &any_host(), NOW, None) {
         Outcome::Done(again) => assert!(again.writes.is_empty(), "second pass: {:?}", again.writes),
         Outcome::NeedToken(n) => panic!("second pass wants a token: {n:?}"),
     }
@@ -1463,8 +1480,8 @@ fn malformed_specs_never_panic_in_decoding_or_planning() {
                 for deleting in [false, true] {
                     let b = binding(version, spec.clone(), json!({"error": 5}), true, deleting);
                     let o = obs(b, vec![], Some(sa("delegate", &[])), vec![]);
-                    let _ = plan(&o, &PlanConfig::default(), NOW, None);
-                    let _ = plan(&o, &any_host(), NOW, Some(&token()));
+                    let _ = writes(&o, &PlanConfig::default(), NOW, None);
+                    let _ = writes(&o, &any_host(), NOW, Some(&token()));
                 }
             }
         }
@@ -1490,11 +1507,11 @@ fn a_token_that_arrived_expired_is_kept_for_its_minimum_age() {
     let o = obs(b, vec![secret], Some(sa("delegate", &[&name])), vec![]);
     let later = NOW + Duration::seconds(5);
     assert!(matches!(
-        plan(&o, &any_host(), later, None),
+        writes(&o, &any_host(), later, None),
         Outcome::Done(_)
     ));
     assert!(matches!(
-        plan(
+        writes(
             &o,
             &any_host(),
             NOW + MIN_TOKEN_AGE + Duration::seconds(1),
@@ -1515,4 +1532,9 @@ fn a_v1beta1_token_that_arrived_expired_is_also_kept_for_its_minimum_age() {
     });
     let (_, p) = minted(&o, &any_host(), &expired);
     assert_eq!(p.refresh_at, Some(NOW + MIN_TOKEN_AGE));
+}
+
+/// The plan's error as its status text.
+fn error_text(p: &Plan) -> Option<String> {
+    p.error.as_ref().map(ToString::to_string)
 }

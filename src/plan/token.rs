@@ -2,8 +2,8 @@
 
 use time::OffsetDateTime;
 
-use crate::binding::{ApiVersion, Environment, Identity};
-use crate::suffix::ServerAddr;
+use crate::binding::suffix::ServerAddr;
+use crate::binding::{ApiVersion, BindingError, Environment, Identity};
 
 /// A registry token; formatting never shows it (the one secret-holding type of the crate).
 pub use crate::azure::SecretString as Password;
@@ -24,9 +24,8 @@ pub struct MintedToken {
 pub enum Minted {
     /// A token.
     Ok(MintedToken),
-    /// The user-facing failure, already prefixed and redacted by the token service (e.g.
-    /// `failed to retrieve ACR access token: …`); it goes to `status.error` verbatim.
-    Err(String),
+    /// Why not; already redacted. It goes to `status.error`.
+    Err(BindingError),
 }
 
 /// What the token service needs to mint a token for one binding.

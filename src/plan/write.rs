@@ -151,6 +151,7 @@ pub fn status_merge_patch(resource_version: Option<&str>, status: &Value) -> Val
     }
 }
 
+#[cfg(test)]
 /// `DeleteOptions` for `DeleteSecret`: only this very object, at this very version.
 pub fn delete_options(uid: &str, resource_version: &str) -> Value {
     json!({

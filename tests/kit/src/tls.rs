@@ -145,7 +145,11 @@ fn write_kubeconfig_for(
         "preferences": {},
     });
     let yaml = serde_yaml::to_string(&config).map_err(io::Error::other)?;
-    std::fs::write(path, yaml)
+    // Written aside and renamed into place: a second replica's start rewrites the file while the
+    // first may be reading it, and a half-written kubeconfig is an error, not a retry.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, yaml)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::names::{is_dns_subdomain, is_valid_label_value};
+use crate::binding::names::{is_dns_subdomain, is_valid_label_value};
 
 /// A parsed selector; empty matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use time::{OffsetDateTime, UtcOffset};
 
+#[cfg(test)]
 /// The Lease name upstream msi-acrpull uses; keeping it means old and new replicas never both lead during a swap.
 pub const DEFAULT_LEASE_NAME: &str = "aks.azure.com";
 /// controller-runtime's default: how long a Lease stays valid after its last renewal.
@@ -815,11 +816,13 @@ impl ElectorHandle {
         self.shared.lock().valid_until
     }
 
+    #[cfg(test)]
     /// Whether leadership was lost (final; the process should exit).
     pub fn has_lost(&self) -> bool {
         self.shared.lock().lost
     }
 
+    #[cfg(test)]
     /// This process's holder identity.
     pub fn identity(&self) -> &str {
         &self.identity
@@ -1615,7 +1618,7 @@ mod tests {
     ) -> ElectorHandle {
         let mut config =
             KubeConfig::load(Some(api.kubeconfig_path())).expect("the kit writes a kubeconfig");
-        config.auth = Auth::Token(crate::kube::BearerToken::new(token));
+        config.auth = Auth::Token(crate::kube::auth::BearerToken::new(token));
         let client = Client::new(&config).expect("client config is valid");
         let cfg = LeaderConfig {
             namespace: "acrpull".into(),

@@ -5,6 +5,10 @@
 //! lifetime. Concurrent requests for one key cause one upstream call: the first caller fetches,
 //! the others wait on its result. So N bindings sharing inputs cost one exchange, not N.
 
+pub mod credential;
+pub mod metered;
+pub mod workload;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
@@ -14,12 +18,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use time::OffsetDateTime;
 
 use crate::azure::acr::{self, AcrClient, AcrError};
-use crate::azure::cloud::{resource_for, scope_for};
 use crate::azure::entra::{AssertionRequest, EntraClient, EntraError};
 use crate::azure::error::HttpError;
 use crate::azure::http::HttpSend;
 use crate::azure::imds::{ImdsClient, ImdsError, ManagedIdentity};
 use crate::azure::limiter::Limiter;
+use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
 
 /// Cache sizes above which expired entries are swept on insert (then the bar doubles).
@@ -58,6 +62,13 @@ impl AssertionError {
     /// Wraps the assertion source's error.
     pub fn new(cause: impl std::error::Error + Send + Sync + 'static) -> AssertionError {
         AssertionError(Arc::new(cause))
+    }
+}
+
+impl AssertionError {
+    /// What the assertion source reported, without this error's prefix.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync) {
+        &*self.0
     }
 }
 
@@ -355,6 +366,7 @@ impl Counters {
         self.acr_cache_hits.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     /// Requests that waited for another thread's identical fetch instead of calling upstream.
     pub fn shared_waits(&self) -> u64 {
         self.shared_waits.load(Ordering::Relaxed)

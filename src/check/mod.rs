@@ -9,7 +9,7 @@ mod access;
 mod report;
 
 pub use access::{compare, format_grants, granted, Grant, Verdict};
-pub use report::{Outcome, Report, Step, STEPS};
+pub use report::{Outcome, Report, Step};
 
 use std::fmt;
 
@@ -17,23 +17,23 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::azure::acr::AcrError;
-use crate::azure::cloud::{resource_for, scope_for};
 use crate::azure::entra::AssertionRequest;
 use crate::azure::error::HttpError;
 use crate::azure::http::HttpSetupError;
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::jwt;
+use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
+use crate::binding::suffix::AllowList;
 use crate::binding::{format_time, ApiVersion, Binding, Environment, Identity, Spec};
 use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, OutputFormat};
 use crate::kube::{self, Resource};
-use crate::reconcile::ACR_AUDIENCE;
-use crate::suffix::AllowList;
-use crate::tokens::{AssertionError, AssertionSource, AzureUpstream, TokenError, Upstream};
-use crate::workload::{
+use crate::tokens::credential::ACR_AUDIENCE;
+use crate::tokens::workload::{
     self, ServiceAccountToken, WorkloadError, WorkloadIds, CLIENT_ID_ANNOTATION,
     TENANT_ID_ANNOTATION, TOKEN_EXCHANGE_RESOURCE,
 };
+use crate::tokens::{AssertionError, AssertionSource, AzureUpstream, TokenError, Upstream};
 
 /// Why the check could not run at all (as opposed to a step failing, which is in the report).
 #[derive(Debug)]
@@ -132,7 +132,7 @@ impl Cluster for kube::Client {
 
 /// Runs the whole check against the real cluster and Azure.
 pub fn run(args: &CheckArgs) -> Result<Report, CheckError> {
-    let http = crate::app::azure_http(&args.config).map_err(CheckError::Azure)?;
+    let http = crate::controller::app::azure_http(&args.config).map_err(CheckError::Azure)?;
     let upstream = AzureUpstream::new(http, &args.config.imds_endpoint);
     let (resolved, client) = resolve(args);
     Ok(check(
@@ -166,7 +166,7 @@ fn resolve(args: &CheckArgs) -> (Resolved, Option<kube::Client>) {
                 binding: Binding::decode(
                     ApiVersion::V1beta2,
                     &flag_binding_object(f),
-                    &crate::app::v1beta1_defaults(&args.config),
+                    &crate::controller::app::v1beta1_defaults(&args.config),
                 )
                 .map_err(|e| Problem {
                     reason: e.to_string(),
@@ -222,8 +222,12 @@ fn read_binding(
     let obj = client
         .get(&resource.path(Some(namespace), Some(name), None))
         .map_err(|e| read_problem(&e, namespace, name, version))?;
-    Binding::decode(version, &obj, &crate::app::v1beta1_defaults(cfg))
-        .map_err(|e| no_hint(e.to_string()))
+    Binding::decode(
+        version,
+        &obj,
+        &crate::controller::app::v1beta1_defaults(cfg),
+    )
+    .map_err(|e| no_hint(e.to_string()))
 }
 
 fn read_problem(e: &kube::Error, namespace: &str, name: &str, version: ApiVersion) -> Problem {

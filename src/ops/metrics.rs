@@ -32,8 +32,6 @@ pub enum ReconcileResult {
     Success,
     /// Failed; retried with backoff.
     Error,
-    /// Not finished (e.g. a conflict); queued again soon.
-    Requeue,
 }
 
 impl ReconcileResult {
@@ -41,7 +39,6 @@ impl ReconcileResult {
         match self {
             ReconcileResult::Success => "success",
             ReconcileResult::Error => "error",
-            ReconcileResult::Requeue => "requeue",
         }
     }
 }
@@ -363,7 +360,6 @@ pub struct Metrics {
     bindings: Family<f64>,
     token_earliest_expiry: Family<f64>,
     leader: Family<f64>,
-    kube_requests: Family<u64>,
     watch_restarts: Family<u64>,
     build_info: Family<f64>,
     collectors: Mutex<Vec<Collector>>,
@@ -451,11 +447,6 @@ impl Metrics {
                 "acrpull_leader",
                 "1 when this replica holds the leader Lease.",
                 &[],
-            ),
-            kube_requests: Family::new(
-                "acrpull_kube_requests_total",
-                "Kubernetes API requests by verb and HTTP status code.",
-                &["verb", "code"],
             ),
             watch_restarts: Family::new(
                 "acrpull_watch_restarts_total",
@@ -547,12 +538,6 @@ impl Metrics {
         self.leader.set(&[], if leading { 1.0 } else { 0.0 });
     }
 
-    /// Counts one Kubernetes API request. `verb` is a fixed word (`get`, `list`, `watch`, `create`,
-    /// `update`, `patch`, `delete`); `code` is the HTTP status, 0 when no response came.
-    pub fn kube_request(&self, verb: &'static str, code: u16) {
-        self.kube_requests.inc(&[verb, &code.to_string()]);
-    }
-
     /// Counts a restarted watch; `resource` is a fixed word such as `secrets` or `acrpullbindings.v1beta2`.
     pub fn watch_restart(&self, resource: &'static str) {
         self.watch_restarts.inc(&[resource]);
@@ -581,7 +566,6 @@ impl Metrics {
         self.bindings.render(&mut r);
         self.token_earliest_expiry.render(&mut r);
         self.leader.render(&mut r);
-        self.kube_requests.render(&mut r);
         self.watch_restarts.render(&mut r);
         self.build_info.render(&mut r);
         for c in self
@@ -776,17 +760,6 @@ mod tests {
         assert!(!m
             .render()
             .contains("acrpull_token_earliest_expiry_timestamp_seconds 1"));
-    }
-
-    #[test]
-    fn kube_requests_are_keyed_by_verb_and_code() {
-        let m = Metrics::default();
-        m.kube_request("get", 200);
-        m.kube_request("get", 200);
-        m.kube_request("update", 409);
-        let text = m.render();
-        assert!(text.contains("acrpull_kube_requests_total{verb=\"get\",code=\"200\"} 2\n"));
-        assert!(text.contains("acrpull_kube_requests_total{verb=\"update\",code=\"409\"} 1\n"));
     }
 
     #[test]

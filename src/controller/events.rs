@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
+use crate::binding::BindingError;
+
 use serde_json::{json, Value};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, UtcOffset};
@@ -51,11 +53,25 @@ pub enum Reason {
     SecretConflict,
     /// `--identity-policy` does not allow the binding's identity with its registry (Warning).
     PolicyDenied,
-    /// A Kubernetes write failed for another reason (Warning).
-    ReconcileFailed,
 }
 
 impl Reason {
+    /// The Warning reason for a binding's error: the same as its `Ready` condition's.
+    pub fn for_error(e: &BindingError) -> Reason {
+        match e {
+            BindingError::InvalidSpec(_) | BindingError::MissingAnnotation { .. } => {
+                Reason::InvalidSpec
+            }
+            BindingError::ServerNotAllowed(_) => Reason::ServerNotAllowed,
+            BindingError::ServiceAccountNotFound { .. } => Reason::ServiceAccountNotFound,
+            BindingError::ServiceAccountUnreadable { .. } | BindingError::TokenRequest { .. } => {
+                Reason::TokenRequestFailed
+            }
+            BindingError::SecretConflict { .. } => Reason::SecretConflict,
+            BindingError::PolicyDenied(_) => Reason::PolicyDenied,
+        }
+    }
+
     /// The `reason` field.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -66,7 +82,6 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::SecretConflict => "SecretConflict",
             Reason::PolicyDenied => "PolicyDenied",
-            Reason::ReconcileFailed => "ReconcileFailed",
         }
     }
 
@@ -160,6 +175,7 @@ impl EventWrite {
         }
     }
 
+    #[cfg(test)]
     /// `POST` or `PATCH`.
     pub fn method(&self) -> &'static str {
         match self {
@@ -180,6 +196,7 @@ impl EventWrite {
         }
     }
 
+    #[cfg(test)]
     /// `Content-Type` of the body.
     pub fn content_type(&self) -> &'static str {
         match self {
@@ -329,11 +346,13 @@ impl EventRecorder {
             .retain(|_, s| !(s.namespace == namespace && s.name == name));
     }
 
+    #[cfg(test)]
     /// Series remembered.
     pub fn len(&self) -> usize {
         self.series.len()
     }
 
+    #[cfg(test)]
     /// Whether no series is remembered.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()

@@ -3,8 +3,10 @@
 //!
 //! Memory grows with the number of bindings, never with the size of the cluster: Secrets arrive
 //! label-selected, and a ServiceAccount is kept only while a binding targets it or it references a
-//! pull Secret named like ours. Every `apply_*` returns the bindings the change concerns, so the
-//! caller can queue them.
+//! pull Secret named like ours.
+//!
+//! Every change enters through [`Store::fold`], whether a watch saw it or one of our own requests
+//! returned it, and comes back as the bindings it concerns, so the caller can queue them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,8 +14,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::binding::names::{is_managed_name, BINDING_LABEL};
 use crate::binding::{ApiVersion, Binding, V1beta1Defaults, KIND};
-use crate::names::{is_managed_name, BINDING_LABEL};
+use crate::kube::WatchEvent;
 use crate::plan::{Observed, SaObs, SecretObs};
 
 /// Identifies one binding: namespace first, so a namespace's bindings are one range of the map.
@@ -66,6 +69,22 @@ pub enum Observation {
     },
 }
 
+/// One change to the store.
+pub enum Update<'a> {
+    /// An event of the watch of `Kind`.
+    Watched(Kind, &'a WatchEvent),
+    /// An object one of our requests returned (a write's answer, or a GET). A ServiceAccount read
+    /// this way is kept even if no binding targets it yet: the binding asking for it does.
+    Returned(Kind, &'a Value),
+    /// One of our requests found the object gone.
+    Gone(Kind, &'a str, &'a str),
+    /// A binding that still carries our finalizer left `--label-selector`: the watch reported it
+    /// deleted, but its finalizer is still for someone to release.
+    LeftSelector(BindingKey),
+    /// The finalizer of a binding that left the selector has been dealt with.
+    Released(&'a BindingKey),
+}
+
 /// The store itself. Not thread-safe; the controller wraps it in a `Mutex`.
 #[derive(Default)]
 pub struct Store {
@@ -91,6 +110,8 @@ pub struct Store {
     sas_listed: bool,
     /// Set when a reconcile gave up waiting for the lists, so no later one waits again.
     sync_given_up: bool,
+    /// Bindings that left `--label-selector` with our finalizer on (see [`Update::LeftSelector`]).
+    unselected: BTreeSet<BindingKey>,
 }
 
 fn ns_name(obj: &Value) -> Option<NsName> {
@@ -133,6 +154,7 @@ impl Store {
         self.sync_given_up = true;
     }
 
+    #[cfg(test)]
     /// How many bindings are known.
     pub fn binding_count(&self) -> usize {
         self.bindings.len()
@@ -145,8 +167,13 @@ impl Store {
 
     /// Bindings by state (error in status; token in status; neither) and the earliest token
     /// expiry among them.
-    pub fn binding_states(&self) -> (crate::metrics::BindingCounts, Option<time::OffsetDateTime>) {
-        let mut c = crate::metrics::BindingCounts::default();
+    pub fn binding_states(
+        &self,
+    ) -> (
+        crate::ops::metrics::BindingCounts,
+        Option<time::OffsetDateTime>,
+    ) {
+        let mut c = crate::ops::metrics::BindingCounts::default();
         let mut earliest: Option<time::OffsetDateTime> = None;
         for b in self.bindings.values() {
             if b.status.error.as_deref().is_some_and(|e| !e.is_empty()) {
@@ -163,6 +190,7 @@ impl Store {
         (c, earliest)
     }
 
+    #[cfg(test)]
     /// A binding, if known.
     pub fn binding(&self, key: &BindingKey) -> Option<&Binding> {
         self.bindings.get(key).map(|b| &**b)
@@ -196,11 +224,93 @@ impl Store {
         }
     }
 
+    /// Folds one change in; returns the bindings it concerns.
+    pub fn fold(&mut self, update: Update<'_>) -> Vec<BindingKey> {
+        match update {
+            Update::Watched(kind, event) => self.fold_event(kind, event),
+            Update::Returned(Kind::Bindings(v), obj) => {
+                // A finalizer removal may have been the last word: the object is then gone.
+                let meta = &obj["metadata"];
+                if meta["deletionTimestamp"].is_string()
+                    && meta["finalizers"].as_array().is_none_or(|f| f.is_empty())
+                {
+                    return self.delete_binding(v, obj).into_iter().collect();
+                }
+                match self.apply_binding(v, obj) {
+                    Ok(k) => k.into_iter().collect(),
+                    Err(e) => {
+                        log::warn!("cannot decode the AcrPullBinding the server returned: {e}");
+                        Vec::new()
+                    }
+                }
+            }
+            Update::Returned(Kind::Secrets, obj) => self.apply_secret(obj),
+            Update::Returned(Kind::ServiceAccounts, obj) => {
+                self.apply_fetched_sa(obj);
+                Vec::new()
+            }
+            Update::Gone(Kind::Bindings(v), ns, name) => {
+                let gone = serde_json::json!({"metadata": {"namespace": ns, "name": name}});
+                self.delete_binding(v, &gone).into_iter().collect()
+            }
+            Update::Gone(Kind::Secrets, ns, name) => {
+                self.remove_secret(ns, name);
+                Vec::new()
+            }
+            Update::Gone(Kind::ServiceAccounts, ns, name) => {
+                self.mark_sa_absent(ns, name);
+                Vec::new()
+            }
+            Update::LeftSelector(key) => {
+                self.unselected.insert(key.clone());
+                vec![key]
+            }
+            Update::Released(key) => {
+                self.unselected.remove(key);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether `key` left the label selector and its finalizer still needs releasing.
+    pub fn left_selector(&self, key: &BindingKey) -> bool {
+        self.unselected.contains(key)
+    }
+
+    fn fold_event(&mut self, kind: Kind, event: &WatchEvent) -> Vec<BindingKey> {
+        match (kind, event) {
+            (Kind::Bindings(v), WatchEvent::Restarted(objs)) => self.restart_bindings(v, objs),
+            (Kind::Bindings(v), WatchEvent::Applied(obj)) => match self.apply_binding(v, obj) {
+                Ok(k) => {
+                    if let Some(k) = &k {
+                        self.unselected.remove(k);
+                    }
+                    k.into_iter().collect()
+                }
+                Err(e) => {
+                    log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}");
+                    Vec::new()
+                }
+            },
+            (Kind::Bindings(v), WatchEvent::Deleted(obj)) => {
+                self.delete_binding(v, obj).into_iter().collect()
+            }
+            (_, WatchEvent::Page { first, items }) => self.relist_page(kind, *first, items),
+            (_, WatchEvent::ListEnd(items)) => self.relist_end(kind, items),
+            (Kind::Secrets, WatchEvent::Restarted(objs)) => self.restart_secrets(objs),
+            (Kind::Secrets, WatchEvent::Applied(obj)) => self.apply_secret(obj),
+            (Kind::Secrets, WatchEvent::Deleted(obj)) => self.delete_secret(obj),
+            (Kind::ServiceAccounts, WatchEvent::Restarted(objs)) => self.restart_sas(objs),
+            (Kind::ServiceAccounts, WatchEvent::Applied(obj)) => self.apply_sa(obj),
+            (Kind::ServiceAccounts, WatchEvent::Deleted(obj)) => self.delete_sa(obj),
+        }
+    }
+
     // ---- bindings ----
 
     /// Records a binding as the API server returned it. `Ok(None)` when it changes nothing we hold
     /// (an echo of our own write, or a stale event); an error if it cannot be decoded at all.
-    pub fn apply_binding(
+    fn apply_binding(
         &mut self,
         version: ApiVersion,
         obj: &Value,
@@ -219,7 +329,7 @@ impl Store {
     }
 
     /// Forgets a deleted binding.
-    pub fn delete_binding(&mut self, version: ApiVersion, obj: &Value) -> Option<BindingKey> {
+    fn delete_binding(&mut self, version: ApiVersion, obj: &Value) -> Option<BindingKey> {
         let (namespace, name) = ns_name(obj)?;
         let key = BindingKey {
             namespace: namespace.into(),
@@ -230,7 +340,7 @@ impl Store {
     }
 
     /// Replaces every binding of `version` after a relist; returns every key that changed or went.
-    pub fn restart_bindings(&mut self, version: ApiVersion, objs: &[Value]) -> Vec<BindingKey> {
+    fn restart_bindings(&mut self, version: ApiVersion, objs: &[Value]) -> Vec<BindingKey> {
         let old: BTreeSet<BindingKey> = self
             .bindings
             .keys()
@@ -286,7 +396,7 @@ impl Store {
     }
 
     /// Records a labelled Secret.
-    pub fn apply_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
+    fn apply_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
         let (Some(id), Some(s)) = (ns_name(obj), SecretObs::from_object(obj)) else {
             return Vec::new();
         };
@@ -312,7 +422,7 @@ impl Store {
     }
 
     /// Forgets a deleted Secret.
-    pub fn delete_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
+    fn delete_secret(&mut self, obj: &Value) -> Vec<BindingKey> {
         let Some(id) = ns_name(obj) else {
             return Vec::new();
         };
@@ -326,14 +436,14 @@ impl Store {
     }
 
     /// Forgets a Secret by name (our own delete succeeded or found it gone).
-    pub fn remove_secret(&mut self, ns: &str, name: &str) {
+    fn remove_secret(&mut self, ns: &str, name: &str) {
         let id = (ns.to_string(), name.to_string());
         self.secrets.remove(&id);
         self.unlabelled.remove(&id);
     }
 
     /// Replaces every labelled Secret after a relist.
-    pub fn restart_secrets(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+    fn restart_secrets(&mut self, objs: &[Value]) -> Vec<BindingKey> {
         self.secrets_listed = true;
         let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
         let old = std::mem::take(&mut self.secrets);
@@ -381,7 +491,7 @@ impl Store {
     }
 
     /// Records a ServiceAccount if it matters to a binding; drops it otherwise.
-    pub fn apply_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
+    fn apply_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
         let (Some(id), Some(sa)) = (ns_name(obj), SaObs::from_object(obj)) else {
             return Vec::new();
         };
@@ -401,7 +511,7 @@ impl Store {
     }
 
     /// Records a ServiceAccount read with a GET for a binding that targets it.
-    pub fn apply_fetched_sa(&mut self, obj: &Value) {
+    fn apply_fetched_sa(&mut self, obj: &Value) {
         if let (Some(id), Some(sa)) = (ns_name(obj), SaObs::from_object(obj)) {
             self.absent_sas.remove(&id);
             self.sas.insert(id, sa);
@@ -409,14 +519,14 @@ impl Store {
     }
 
     /// Records that a GET found no such ServiceAccount.
-    pub fn mark_sa_absent(&mut self, ns: &str, name: &str) {
+    fn mark_sa_absent(&mut self, ns: &str, name: &str) {
         let id = (ns.to_string(), name.to_string());
         self.sas.remove(&id);
         self.absent_sas.insert(id);
     }
 
     /// Forgets a deleted ServiceAccount.
-    pub fn delete_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
+    fn delete_sa(&mut self, obj: &Value) -> Vec<BindingKey> {
         let Some(id) = ns_name(obj) else {
             return Vec::new();
         };
@@ -431,7 +541,7 @@ impl Store {
     }
 
     /// Replaces every kept ServiceAccount after a relist.
-    pub fn restart_sas(&mut self, objs: &[Value]) -> Vec<BindingKey> {
+    fn restart_sas(&mut self, objs: &[Value]) -> Vec<BindingKey> {
         self.sas_listed = true;
         let mut keys: BTreeSet<BindingKey> = BTreeSet::new();
         let old = std::mem::take(&mut self.sas);
@@ -462,7 +572,7 @@ impl Store {
     }
 
     /// Folds one page of a multi-page relist (`first` starts it); returns the bindings to queue.
-    pub fn relist_page(&mut self, kind: Kind, first: bool, objs: &[Value]) -> Vec<BindingKey> {
+    fn relist_page(&mut self, kind: Kind, first: bool, objs: &[Value]) -> Vec<BindingKey> {
         if first {
             let held = self.holds_any(kind);
             self.relists.insert(kind, held.then(BTreeSet::new));
@@ -492,7 +602,7 @@ impl Store {
 
     /// Folds the last page of a multi-page relist and forgets every object of `kind` that none
     /// of its pages held (deleted while we were disconnected).
-    pub fn relist_end(&mut self, kind: Kind, objs: &[Value]) -> Vec<BindingKey> {
+    fn relist_end(&mut self, kind: Kind, objs: &[Value]) -> Vec<BindingKey> {
         let mut keys = self.relist_page(kind, false, objs);
         let seen = self
             .relists

@@ -6,6 +6,7 @@
 //! Planning is two-phase so it stays pure: the first call may answer `NeedToken`; the caller
 //! fetches a token and calls again with it.
 
+pub mod conditions;
 mod observed;
 mod secret;
 mod token;
@@ -14,19 +15,17 @@ mod write;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use crate::binding::{format_time, parse_time, ApiVersion, Binding, Spec, FINALIZER, KIND};
-use crate::names::{self, BINDING_LABEL};
-use crate::suffix::{AllowList, ServerAddr};
-
-pub use observed::{Observed, OwnerRef, SaObs, SecretObs};
-pub use secret::{
-    docker_config, DOCKERCONFIG_KEY, DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION,
-    REFRESH_ANNOTATION,
+use crate::binding::names::{self, BINDING_LABEL};
+use crate::binding::suffix::{AllowList, ServerAddr};
+use crate::binding::{
+    format_time, parse_time, ApiVersion, Binding, BindingError, Spec, FINALIZER, KIND,
 };
+
+pub use observed::{Observed, SaObs, SecretObs};
+pub use secret::{DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION, REFRESH_ANNOTATION};
 pub use token::{Minted, MintedToken, Password, TokenNeed};
 pub use write::{
-    add_finalizer_patch, delete_options, remove_finalizer_patch, service_account_patch,
-    status_merge_patch, Write,
+    add_finalizer_patch, remove_finalizer_patch, service_account_patch, status_merge_patch, Write,
 };
 
 /// v1beta1 refreshes this long before expiry (upstream's `tokenRefreshBuffer`).
@@ -72,14 +71,64 @@ pub struct Plan {
     /// Writes, in the order they must be applied.
     pub writes: Vec<Write>,
     /// The binding's error after this pass (what `status.error` says), if any.
-    pub error: Option<String>,
+    pub error: Option<BindingError>,
     /// When the next refresh is due (always after `now`); `None` = wait for a change.
     pub refresh_at: Option<OffsetDateTime>,
 }
 
-/// Plans one reconcile pass. Call with `minted: None` first; on `NeedToken` fetch a token and call
-/// again with the same observation and `Some(..)`.
+/// Plans one reconcile pass, conditions included. Call with `minted: None` first; on `NeedToken`
+/// fetch a token and call again with the same observation and `Some(..)`.
 pub fn plan(
+    obs: &Observed,
+    cfg: &PlanConfig,
+    now: OffsetDateTime,
+    minted: Option<&Minted>,
+) -> Outcome {
+    match writes(obs, cfg, now, minted) {
+        Outcome::Done(mut p) => {
+            add_conditions(&obs.binding, &mut p, now);
+            Outcome::Done(p)
+        }
+        need => need,
+    }
+}
+
+/// Adds `Ready`/`TokenValid` conditions and `observedGeneration` to the pass: merged into its
+/// status write, or as a write of their own when only they are stale. A failing binding is also
+/// revisited when its token expires, so `TokenValid` turns false on time.
+fn add_conditions(b: &Binding, p: &mut Plan, now: OffsetDateTime) {
+    if b.meta.deleting {
+        return;
+    }
+    let written_expiry = p.writes.iter().rev().find_map(|w| match w {
+        Write::UpdateStatus { status } => {
+            status["tokenExpirationTime"].as_str().and_then(parse_time)
+        }
+        _ => None,
+    });
+    let expires = written_expiry.or(b.status.token_expiration_time);
+    if p.error.is_some() && p.refresh_at.is_none() {
+        p.refresh_at = expires
+            .filter(|e| *e > now)
+            .map(|e| e + time::Duration::seconds(1));
+    }
+    let Some(extra) = conditions::status_patch(b, p.error.as_ref(), expires, now) else {
+        return;
+    };
+    let existing = p.writes.iter_mut().find_map(|w| match w {
+        Write::UpdateStatus { status } => Some(status),
+        _ => None,
+    });
+    match (existing, extra) {
+        (Some(serde_json::Value::Object(status)), serde_json::Value::Object(more)) => {
+            status.extend(more)
+        }
+        (_, extra) => p.writes.push(Write::UpdateStatus { status: extra }),
+    }
+}
+
+/// The pass's writes without the conditions (upstream's behaviour; what the table tests hold).
+fn writes(
     obs: &Observed,
     cfg: &PlanConfig,
     now: OffsetDateTime,
@@ -96,7 +145,7 @@ pub fn plan(
     }
     let (spec, registry) = match validate(b, cfg) {
         Ok(v) => v,
-        Err(msg) => return Outcome::Done(fail(b, writes, msg)),
+        Err(e) => return Outcome::Done(fail(b, writes, e)),
     };
     // Previously targeted ServiceAccounts lose every reference to our Secrets (spec §2.12; this
     // also works for v1beta1, unlike upstream).
@@ -106,18 +155,16 @@ pub fn plan(
         .filter(|sa| *sa.name != *spec.target_service_account);
     writes.extend(elsewhere.filter_map(|sa| unreference(sa, &own)));
     let Some(target) = obs.target_sa.as_ref() else {
-        let msg = format!(
-            "service account {:?} not found",
-            spec.target_service_account
-        );
-        return Outcome::Done(fail(b, writes, msg));
+        let e = BindingError::ServiceAccountNotFound {
+            name: spec.target_service_account.to_string(),
+        };
+        return Outcome::Done(fail(b, writes, e));
     };
     if own.foreign_with_expected_name {
-        let msg = format!(
-            "secret {:?} exists and is not owned by this binding",
-            own.expected
-        );
-        return Outcome::Done(fail(b, writes, msg));
+        let e = BindingError::SecretConflict {
+            name: own.expected.clone(),
+        };
+        return Outcome::Done(fail(b, writes, e));
     }
 
     let current = own.current(obs);
@@ -126,7 +173,7 @@ pub fn plan(
         Some(times) => times,
         None => match minted {
             None => return Outcome::NeedToken(Box::new(token_need(b, spec, registry, current))),
-            Some(Minted::Err(msg)) => return Outcome::Done(fail(b, writes, msg.clone())),
+            Some(Minted::Err(e)) => return Outcome::Done(fail(b, writes, e.clone())),
             Some(Minted::Ok(token)) => {
                 write_secret(&mut writes, b, spec, &own.expected, current, token);
                 TokenTimes {
@@ -255,18 +302,19 @@ fn plan_deletion(obs: &Observed, own: &Ownership) -> Plan {
 }
 
 /// The spec, if usable, and the registry it may talk to; else the user-facing error.
-fn validate<'a>(b: &'a Binding, cfg: &PlanConfig) -> Result<(&'a Spec, ServerAddr), String> {
-    let spec = b.spec.as_ref().map_err(|e| e.to_string())?;
+fn validate<'a>(b: &'a Binding, cfg: &PlanConfig) -> Result<(&'a Spec, ServerAddr), BindingError> {
+    let spec = b.spec.as_ref().map_err(|e| e.clone())?;
     if let Some(problem) = spec.problem() {
-        return Err(problem.to_string());
+        return Err(problem.into());
     }
-    let registry = cfg.allow.check(&spec.server).map_err(|e| e.to_string())?;
+    let registry = cfg.allow.check(&spec.server)?;
     Ok((spec, registry))
 }
 
 /// An error pass: the writes so far plus a status error write if the error changed. Times and
 /// the existing Secret are kept (spec §2.9).
-fn fail(b: &Binding, mut writes: Vec<Write>, msg: String) -> Plan {
+fn fail(b: &Binding, mut writes: Vec<Write>, error: BindingError) -> Plan {
+    let msg = error.to_string();
     if b.status.error.as_deref() != Some(msg.as_str()) {
         writes.push(Write::UpdateStatus {
             status: json!({ "error": msg }),
@@ -274,7 +322,7 @@ fn fail(b: &Binding, mut writes: Vec<Write>, msg: String) -> Plan {
     }
     Plan {
         writes,
-        error: Some(msg),
+        error: Some(error),
         refresh_at: None,
     }
 }

@@ -11,66 +11,11 @@ use std::borrow::Cow;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::binding::{format_time, Binding, Condition};
-use crate::text::Text;
-
-/// The binding's pull Secret is current and attached.
-pub const READY: &str = "Ready";
-/// The Secret holds a token that has not expired.
-pub const TOKEN_VALID: &str = "TokenValid";
-
-const READY_MESSAGE: &str =
-    "the pull secret holds a current token and is attached to the service account";
-const PENDING_MESSAGE: &str = "no token has been written yet";
-const NO_TOKEN_MESSAGE: &str = "no registry token has been issued yet";
-
-/// Every fixed string acrpull writes into a condition, so observed conditions can borrow them.
-const KNOWN: &[&str] = &[
-    READY,
-    TOKEN_VALID,
-    "True",
-    "False",
-    "Unknown",
-    "PullSecretReady",
-    "Pending",
-    "TokenExpired",
-    "NoToken",
-    "ServiceAccountNotFound",
-    "InvalidSpec",
-    "ServerNotAllowed",
-    "TokenRequestFailed",
-    "SecretConflict",
-    "PolicyDenied",
-    READY_MESSAGE,
-    PENDING_MESSAGE,
-    NO_TOKEN_MESSAGE,
-];
-
-/// `s` as condition text, borrowed when acrpull itself writes that value, so the store holds no
-/// copy of `Ready`, `True` or the fixed messages for each of thousands of bindings.
-pub fn intern(s: &str) -> Text {
-    crate::text::intern(s, KNOWN)
-}
-
-/// The CamelCase reason for a binding error, from its (upstream-compatible) text.
-pub fn reason_for(error: &str) -> &'static str {
-    if error.starts_with("service account") && error.ends_with("not found") {
-        "ServiceAccountNotFound"
-    } else if error.starts_with("service account") {
-        // `service account x missing azure.workload.identity/client-id annotation`
-        "InvalidSpec"
-    } else if error.starts_with("ACR server") {
-        "ServerNotAllowed"
-    } else if error.starts_with("failed to retrieve") || error.starts_with("failed to mint") {
-        "TokenRequestFailed"
-    } else if error.starts_with("secret ") {
-        "SecretConflict"
-    } else if error.starts_with("identity policy:") {
-        "PolicyDenied"
-    } else {
-        "InvalidSpec"
-    }
-}
+use crate::binding::{
+    format_time, Binding, BindingError, Condition, NO_TOKEN_MESSAGE, PENDING_MESSAGE, READY,
+    READY_MESSAGE, TOKEN_VALID,
+};
+use crate::compact::text::Text;
 
 fn condition(
     b: &Binding,
@@ -103,12 +48,12 @@ fn condition(
 /// The conditions after a pass that ended with `error` and leaves a token expiring at `expires`.
 pub fn desired(
     b: &Binding,
-    error: Option<&str>,
+    error: Option<&BindingError>,
     expires: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Vec<Condition> {
     let ready = match (error, expires) {
-        (Some(e), _) => condition(b, READY, "False", reason_for(e), e.to_string().into(), now),
+        (Some(e), _) => condition(b, READY, "False", e.reason(), e.to_string().into(), now),
         (None, Some(_)) => condition(
             b,
             READY,
@@ -162,7 +107,7 @@ fn to_json(c: &Condition) -> Value {
 /// The `status` fields to merge so the binding shows `desired(..)`; `None` when it already does.
 pub fn status_patch(
     b: &Binding,
-    error: Option<&str>,
+    error: Option<&BindingError>,
     expires: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Option<Value> {
@@ -214,16 +159,6 @@ mod tests {
     }
 
     #[test]
-    fn an_identity_policy_refusal_has_its_own_reason() {
-        assert_eq!(
-            reason_for(
-                "identity policy: namespace \"a\" may not use identity \"b\" with registry \"c\""
-            ),
-            "PolicyDenied"
-        );
-    }
-
-    #[test]
     fn success_is_ready_with_a_valid_token() {
         let b = binding(3, json!({}));
         let exp = NOW + time::Duration::hours(1);
@@ -238,7 +173,8 @@ mod tests {
     fn failure_keeps_the_token_valid_while_it_lasts() {
         let b = binding(1, json!({}));
         let exp = NOW + time::Duration::hours(1);
-        let c = desired(&b, Some(r#"service account "x" not found"#), Some(exp), NOW);
+        let missing = BindingError::ServiceAccountNotFound { name: "x".into() };
+        let c = desired(&b, Some(&missing), Some(exp), NOW);
         assert_eq!(
             (&*c[0].status, &*c[0].reason),
             ("False", "ServiceAccountNotFound")
@@ -249,7 +185,11 @@ mod tests {
     #[test]
     fn expired_and_missing_tokens_are_not_valid() {
         let b = binding(1, json!({}));
-        let c = desired(&b, Some("failed to retrieve ARM token: x"), Some(NOW), NOW);
+        let failed = BindingError::TokenRequest {
+            step: crate::binding::TokenStep::ArmToken,
+            detail: "x".into(),
+        };
+        let c = desired(&b, Some(&failed), Some(NOW), NOW);
         assert_eq!((&*c[1].status, &*c[1].reason), ("False", "TokenExpired"));
         assert_eq!(c[0].reason, "TokenRequestFailed");
         let c = desired(&b, None, None, NOW);
@@ -277,7 +217,10 @@ mod tests {
         let later = NOW + time::Duration::minutes(10);
         let p = status_patch(
             &b,
-            Some("failed to retrieve ACR token: boom"),
+            Some(&BindingError::TokenRequest {
+                step: crate::binding::TokenStep::AcrToken,
+                detail: "boom".into(),
+            }),
             Some(exp),
             later,
         )

@@ -3,7 +3,7 @@
 //! Names are upstream's (spec §2.5) so a drop-in swap finds existing Secrets; where upstream produces
 //! names Kubernetes rejects (v1beta1 names over 253, label values over 63) we hash instead.
 
-use crate::hash::inputs_hash;
+use crate::binding::hash::inputs_hash;
 
 /// The label every pull Secret carries; its value identifies the binding.
 pub const BINDING_LABEL: &str = "acr.microsoft.com/binding";

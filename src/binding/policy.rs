@@ -262,6 +262,7 @@ impl PolicyHandle {
         }
     }
 
+    #[cfg(test)]
     /// Whether a policy is enforced at all.
     pub fn is_enforcing(&self) -> bool {
         self.current.is_some()

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::names::BINDING_LABEL;
+use crate::binding::names::BINDING_LABEL;
 use crate::plan::{EXPIRY_ANNOTATION, INPUTS_ANNOTATION, REFRESH_ANNOTATION};
 
 /// Keys written as a code instead of in full.

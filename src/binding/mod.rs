@@ -7,16 +7,23 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::text::{share, Shared, Text};
+use crate::compact::text::{share, Shared, Text};
 
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::azure::imds::ManagedIdentity;
-use crate::names;
 
+pub mod error;
+pub mod hash;
+pub mod names;
+pub mod policy;
+pub mod selector;
 mod spec;
+
+pub use error::{BindingError, TokenStep};
+pub mod suffix;
 use spec::{decode_v1beta1, decode_v1beta2, v1beta1_target};
 
 /// The finalizer both API versions share (upstream's name, kept for drop-in replacement).
@@ -184,6 +191,8 @@ pub struct CloudConfig {
 }
 
 /// The Azure cloud a v1beta2 binding lives in.
+// The variants are the API's own environment names.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Environment {
     /// Azure public cloud.
@@ -552,6 +561,46 @@ fn decode_meta(meta: Option<&Value>) -> Result<Meta, DecodeError> {
     })
 }
 
+// Condition types and the fixed texts acrpull writes into them (decided in `plan::conditions`).
+
+/// The binding's pull Secret is current and attached.
+pub const READY: &str = "Ready";
+/// The Secret holds a token that has not expired.
+pub const TOKEN_VALID: &str = "TokenValid";
+
+pub(crate) const READY_MESSAGE: &str =
+    "the pull secret holds a current token and is attached to the service account";
+pub(crate) const PENDING_MESSAGE: &str = "no token has been written yet";
+pub(crate) const NO_TOKEN_MESSAGE: &str = "no registry token has been issued yet";
+
+/// Every fixed string acrpull writes into a condition, so observed conditions can borrow them.
+const KNOWN: &[&str] = &[
+    READY,
+    TOKEN_VALID,
+    "True",
+    "False",
+    "Unknown",
+    "PullSecretReady",
+    "Pending",
+    "TokenExpired",
+    "NoToken",
+    "ServiceAccountNotFound",
+    "InvalidSpec",
+    "ServerNotAllowed",
+    "TokenRequestFailed",
+    "SecretConflict",
+    "PolicyDenied",
+    READY_MESSAGE,
+    PENDING_MESSAGE,
+    NO_TOKEN_MESSAGE,
+];
+
+/// `s` as condition text, borrowed when acrpull itself writes that value, so the store holds no
+/// copy of `Ready`, `True` or the fixed messages for each of thousands of bindings.
+pub fn intern(s: &str) -> Text {
+    crate::compact::text::intern(s, KNOWN)
+}
+
 fn decode_status(status: Option<&Value>) -> Status {
     let get = |k: &str| status.and_then(|s| s.get(k)).and_then(Value::as_str);
     let mut out = Status {
@@ -568,8 +617,8 @@ fn decode_status(status: Option<&Value>) -> Status {
         .and_then(Value::as_array);
     for c in listed.into_iter().flatten().filter_map(decode_condition) {
         let slot = match &*c.type_ {
-            crate::conditions::READY => &mut out.ready,
-            crate::conditions::TOKEN_VALID => &mut out.token_valid,
+            READY => &mut out.ready,
+            TOKEN_VALID => &mut out.token_valid,
             _ => {
                 out.foreign.push(c);
                 continue;
@@ -595,7 +644,7 @@ fn decode_condition(c: &Value) -> Option<Condition> {
             .and_then(Value::as_str)
             .map(|s| match s.char_indices().nth(MAX_FIELD_BYTES) {
                 Some((end, _)) => Cow::Owned(s[..end].to_string()),
-                None => crate::conditions::intern(s),
+                None => intern(s),
             })
     };
     Some(Condition {

@@ -6,25 +6,26 @@ use std::sync::{Arc, Mutex};
 
 use crate::azure::http::ConnectTo;
 use crate::azure::{HttpClients, HttpConfig};
+use crate::binding::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
+use crate::binding::selector::Selector;
+use crate::binding::suffix::AllowList;
 use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 use crate::cli::{Config, EntraAudience};
-use crate::controller::{Controller, EventSink, Observability, Settings};
-use crate::events::{EventRecorder, RecorderConfig};
-use crate::health::Health;
-use crate::kube;
-use crate::leader::{
+use crate::controller::events::{EventRecorder, RecorderConfig};
+use crate::controller::leader::{
     client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
 };
-use crate::metered::Metered;
-use crate::metrics::{collect_token_counters, Metrics};
+use crate::controller::reconcile::Reconciler;
+use crate::controller::store::Store;
+use crate::controller::{Controller, EventSink, Observability, Settings};
+use crate::kube;
+use crate::ops::health::Health;
+use crate::ops::metrics::{collect_token_counters, Metrics};
+use crate::ops::serve;
+use crate::ops::signals::Signals;
 use crate::plan::PlanConfig;
-use crate::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
-use crate::reconcile::Reconciler;
-use crate::selector::Selector;
-use crate::serve;
-use crate::signals::Signals;
-use crate::store::Store;
-use crate::suffix::AllowList;
+use crate::tokens::credential::{FlowConfig, Minter};
+use crate::tokens::metered::Metered;
 use crate::tokens::{AzureUpstream, SystemClock, TokenService};
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub enum StartError {
     /// No usable Kubernetes connection.
     Kube(kube::ConfigError),
     /// `--label-selector` does not parse.
-    LabelSelector(crate::selector::SelectorError),
+    LabelSelector(crate::binding::selector::SelectorError),
     /// The Azure HTTP clients could not be built (bad `SSL_CERT_FILE`, proxy, `--connect-to`).
     Azure(crate::azure::http::HttpSetupError),
     /// Threads or signal setup failed.
@@ -42,9 +43,9 @@ pub enum StartError {
     /// `--leader-elect` outside a cluster without `--leader-election-namespace`.
     LeaseNamespace,
     /// Leader election could not start.
-    Leader(crate::leader::Error),
+    Leader(crate::controller::leader::Error),
     /// `--identity-policy` names a file that cannot be read or is not a valid policy.
-    Policy(crate::policy::PolicyError),
+    Policy(crate::binding::policy::PolicyError),
 }
 
 impl fmt::Display for StartError {
@@ -144,28 +145,36 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     } else {
         None
     };
-    let reconciler = Arc::new(Reconciler {
+    let minter = Minter {
         client: client.clone(),
         tokens,
-        metrics,
-        token_gate: Default::default(),
-        may_write: match &leader {
-            Some(l) => {
-                let l = Arc::clone(l);
-                Box::new(move || l.is_leader())
-            }
-            None => Box::new(|| true),
+        config: FlowConfig {
+            acr_audience: cfg.entra_audience == EntraAudience::Acr,
+            authority_host: cfg.authority_host.clone(),
+            token_audience: cfg.service_account_token_audience.clone(),
         },
+        policy: policy.clone(),
+    };
+    let may_write: Box<dyn Fn() -> bool + Send + Sync> = match &leader {
+        Some(l) => {
+            let l = Arc::clone(l);
+            Box::new(move || l.is_leader())
+        }
+        None => Box::new(|| true),
+    };
+    let reconciler = Arc::new(Reconciler::new(
+        Box::new(client.clone()),
+        Box::new(minter),
+        Arc::new(crate::kube::clock::SystemClock),
         store,
-        plan: PlanConfig {
+        PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,
             allow,
         },
-        acr_audience: cfg.entra_audience == EntraAudience::Acr,
-        authority_host: cfg.authority_host.clone(),
-        token_audience: cfg.service_account_token_audience.clone(),
-        policy: policy.clone(),
-    });
+        metrics,
+        may_write,
+        selector.clone(),
+    ));
     let reconciler_for_policy = Arc::clone(&reconciler);
     let settings = Settings {
         label_selector: selector.to_string(),
@@ -184,7 +193,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
             for k in keys {
                 // A denial is remembered like a token failure; forget it so the new policy
                 // is asked at once.
-                reconciler_for_policy.token_gate.forget(&k);
+                reconciler_for_policy.forget_failures(&k);
                 queue.add(k);
             }
         };

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::health::{Health, Report};
-use crate::metrics::{self, Metrics};
+use crate::ops::health::{Health, Report};
+use crate::ops::metrics::{self, Metrics};
 
 /// Time a client has to send its whole request head; also the write timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -203,11 +203,13 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    #[cfg(test)]
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    #[cfg(test)]
     /// Stops accepting and waits for the accept loop to end; in-flight requests finish on their own.
     pub fn stop(mut self) {
         self.shutdown();
@@ -426,7 +428,7 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{HealthConfig, SystemMonotonic};
+    use crate::ops::health::{HealthConfig, SystemMonotonic};
 
     fn probes() -> (Routes, Arc<Health>) {
         let h = Arc::new(Health::new(

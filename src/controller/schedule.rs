@@ -102,6 +102,7 @@ impl<K: Ord + Clone> Schedule<K> {
         self.due.values().filter(|at| **at <= now).count()
     }
 
+    #[cfg(test)]
     /// All keys scheduled (due or not), excluding those being processed.
     pub fn scheduled_len(&self) -> usize {
         self.due.len()
@@ -143,11 +144,6 @@ impl<K: Ord + Clone> WorkQueue<K> {
     /// Schedules `key` to run now.
     pub fn add(&self, key: K) {
         self.add_at(key, Instant::now());
-    }
-
-    /// Schedules `key` to run after `delay` (zero means now).
-    pub fn add_after(&self, key: K, delay: Duration) {
-        self.add_at(key, Instant::now() + delay);
     }
 
     /// Schedules `key` at `at`; an earlier existing schedule wins.
@@ -199,11 +195,6 @@ impl<K: Ord + Clone> WorkQueue<K> {
         self.lock().schedule.ready_len(Instant::now())
     }
 
-    /// Keys scheduled for any time.
-    pub fn scheduled_len(&self) -> usize {
-        self.lock().schedule.scheduled_len()
-    }
-
     /// Wakes every worker with `None`; later `get` calls return `None` at once.
     pub fn shutdown(&self) {
         self.lock().shutting_down = true;
@@ -253,6 +244,7 @@ impl<K: Ord> FailureBackoff<K> {
         self.failures.remove(key);
     }
 
+    #[cfg(test)]
     /// How many consecutive failures `key` has had.
     pub fn failures(&self, key: &K) -> u32 {
         self.failures.get(key).copied().unwrap_or(0)
@@ -361,7 +353,7 @@ mod tests {
     fn delayed_key_is_returned_after_its_delay() {
         let q = WorkQueue::default();
         let start = Instant::now();
-        q.add_after("x", Duration::from_millis(50));
+        q.add_at("x", Instant::now() + Duration::from_millis(50));
         assert_eq!(q.get(), Some("x"));
         assert!(start.elapsed() >= Duration::from_millis(50));
     }

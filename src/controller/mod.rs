@@ -6,6 +6,13 @@
 //! only those that matter). A dispatcher thread per watch folds its events into the store and
 //! queues the bindings they concern. Workers take keys from the queue, at most one worker per key.
 
+pub mod app;
+pub mod events;
+pub mod leader;
+pub mod reconcile;
+pub mod schedule;
+pub mod store;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -14,16 +21,15 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use crate::binding::names::BINDING_LABEL;
 use crate::binding::ApiVersion;
-use crate::events::{EventRecorder, EventWrite, Reason, Regarding};
-use crate::health::Health;
-use crate::kube::backoff::Rng;
+use crate::controller::events::{EventRecorder, EventWrite};
+use crate::controller::reconcile::{Action, Note, Reconciler};
+use crate::controller::schedule::WorkQueue;
+use crate::controller::store::{BindingKey, Store, Update};
 use crate::kube::{watch, Client, ListParams, Resource, WatchEvent, WatchHandle};
-use crate::metrics::{Metrics, ReconcileResult};
-use crate::names::BINDING_LABEL;
-use crate::reconcile::{Outcome2, Reconciler};
-use crate::schedule::{FailureBackoff, WorkQueue};
-use crate::store::{BindingKey, Store};
+use crate::ops::health::Health;
+use crate::ops::metrics::{Metrics, ReconcileResult};
 
 /// Metrics, probes and Events, shared by every thread.
 pub struct Observability {
@@ -138,19 +144,6 @@ impl EventSink {
 
 /// Every binding is reconciled at least this often, as a safety net against a missed event.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30 * 60);
-/// Refreshes of bindings that share one token would all fall due in the same second; each is
-/// pushed back by a random share of this, so they reach the API server spread out. The share is
-/// also bounded by a twentieth of the time left until the refresh, so a short-lived token is never
-/// pushed past its expiry.
-pub const REFRESH_JITTER: Duration = Duration::from_secs(60);
-
-/// The random delay added to a refresh due at `at`: up to [`REFRESH_JITTER`], at most 5 % of the
-/// time until then.
-fn refresh_jitter(at: Instant, unit: f64) -> Duration {
-    let bound = REFRESH_JITTER.min(at.saturating_duration_since(Instant::now()) / 20);
-    bound.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 /// Watch events (each a whole object, or a page of up to 500) that may wait for a dispatcher:
 /// none, so a watch hands over each event as its dispatcher takes it. A parsed page is over half
 /// a MiB, and at start-up the ServiceAccount dispatcher waits for the binding lists while its
@@ -177,11 +170,11 @@ impl Feed {
         }
     }
 
-    fn store_kind(self) -> crate::store::Kind {
+    fn store_kind(self) -> crate::controller::store::Kind {
         match self {
-            Feed::Bindings(v) => crate::store::Kind::Bindings(v),
-            Feed::Secrets => crate::store::Kind::Secrets,
-            Feed::ServiceAccounts => crate::store::Kind::ServiceAccounts,
+            Feed::Bindings(v) => crate::controller::store::Kind::Bindings(v),
+            Feed::Secrets => crate::controller::store::Kind::Secrets,
+            Feed::ServiceAccounts => crate::controller::store::Kind::ServiceAccounts,
         }
     }
 
@@ -203,7 +196,7 @@ pub struct Settings {
     /// Worker threads.
     pub workers: usize,
     /// Leader election, when enabled: workers start only once this replica leads.
-    pub leader: Option<Arc<crate::leader::ElectorHandle>>,
+    pub leader: Option<Arc<crate::controller::leader::ElectorHandle>>,
 }
 
 /// A running controller; `shutdown` stops it.
@@ -253,7 +246,7 @@ impl Controller {
         let listed = Arc::new(Listed::default());
         // Already validated at start-up; an unparsable one here selects everything.
         let selector_parsed =
-            crate::selector::Selector::parse(&settings.label_selector).unwrap_or_default();
+            crate::binding::selector::Selector::parse(&settings.label_selector).unwrap_or_default();
         for (feed, res, params) in feeds {
             // Bounded: a dispatcher that falls behind slows its watch down (TCP backpressure)
             // instead of buffering raw objects without limit.
@@ -273,7 +266,7 @@ impl Controller {
                     }
                 }
             };
-            watches.push(watch::spawn_observed(
+            watches.push(watch::spawn(
                 feed.name(),
                 client.clone(),
                 res.path(None, None, None),
@@ -287,18 +280,15 @@ impl Controller {
                 queue: Arc::clone(&queue),
                 obs: Arc::clone(&obs),
                 listed: Arc::clone(&listed),
-                reconciler: Arc::clone(&reconciler),
                 selector: selector_parsed.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("dispatch {}", feed.name()))
                 .spawn(move || d.run(rx))?;
         }
-        let failures: Arc<Failures> = Arc::default();
         for i in 0..settings.workers {
             let reconciler = Arc::clone(&reconciler);
             let queue = Arc::clone(&queue);
-            let failures = Arc::clone(&failures);
             let obs = Arc::clone(&obs);
             let leader = settings.leader.clone();
             let stop = Arc::clone(&stop);
@@ -315,7 +305,6 @@ impl Controller {
                         let w = Worker {
                             reconciler: &reconciler,
                             queue: &queue,
-                            failures: &failures,
                             obs: &obs,
                         };
                         w.run(i)
@@ -413,8 +402,7 @@ struct Dispatch {
     queue: Arc<WorkQueue<BindingKey>>,
     obs: Arc<Observability>,
     listed: Arc<Listed>,
-    reconciler: Arc<Reconciler>,
-    selector: crate::selector::Selector,
+    selector: crate::binding::selector::Selector,
 }
 
 /// A binding the watch calls deleted while it still carries our finalizer has not been deleted:
@@ -440,11 +428,9 @@ impl Dispatch {
         let feed = self.feed;
         let mut listed = false;
         for event in rx {
-            if let Some(key) = left_selector(feed, &event) {
-                if !self.selector.is_empty() {
-                    self.reconciler.release_unselected(&key, &self.selector);
-                }
-            }
+            // The release is queued work like any other: one worker per key, and only when
+            // this replica may write.
+            let left = left_selector(feed, &event).filter(|_| !self.selector.is_empty());
             let list_event = matches!(
                 event,
                 WatchEvent::Restarted(_) | WatchEvent::Page { .. } | WatchEvent::ListEnd(_)
@@ -456,9 +442,18 @@ impl Dispatch {
                 self.listed
                     .wait(&["v1beta2", "v1beta1"], BINDINGS_FIRST_WAIT);
             }
+            match &event {
+                WatchEvent::Restarted(objs) => log::info!("listed {} {}", objs.len(), feed.name()),
+                WatchEvent::ListEnd(_) => log::info!("listed {} (paged)", feed.name()),
+                _ => {}
+            }
             let keys = {
                 let mut s = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                apply(feed, &mut s, &event)
+                let mut keys = s.fold(Update::Watched(feed.store_kind(), &event));
+                if let Some(key) = left {
+                    keys.extend(s.fold(Update::LeftSelector(key)));
+                }
+                keys
             };
             for k in keys {
                 self.queue.add(k);
@@ -477,185 +472,57 @@ impl Dispatch {
     }
 }
 
-/// Folds one watch event into the store; returns the bindings to reconcile.
-fn apply(feed: Feed, s: &mut Store, event: &WatchEvent) -> Vec<BindingKey> {
-    match (feed, event) {
-        (Feed::Bindings(v), WatchEvent::Restarted(objs)) => {
-            log::info!("listed {} {}", objs.len(), feed.name());
-            s.restart_bindings(v, objs)
-        }
-        (Feed::Bindings(v), WatchEvent::Applied(obj)) => match s.apply_binding(v, obj) {
-            Ok(k) => k.into_iter().collect(),
-            Err(e) => {
-                log::warn!("skipping an AcrPullBinding that cannot be decoded: {e}");
-                Vec::new()
-            }
-        },
-        (Feed::Bindings(v), WatchEvent::Deleted(obj)) => {
-            s.delete_binding(v, obj).into_iter().collect()
-        }
-        (_, WatchEvent::Page { first, items }) => s.relist_page(feed.store_kind(), *first, items),
-        (_, WatchEvent::ListEnd(items)) => {
-            log::info!("listed {} (paged)", feed.name());
-            s.relist_end(feed.store_kind(), items)
-        }
-        (Feed::Secrets, WatchEvent::Restarted(objs)) => s.restart_secrets(objs),
-        (Feed::Secrets, WatchEvent::Applied(obj)) => s.apply_secret(obj),
-        (Feed::Secrets, WatchEvent::Deleted(obj)) => s.delete_secret(obj),
-        (Feed::ServiceAccounts, WatchEvent::Restarted(objs)) => s.restart_sas(objs),
-        (Feed::ServiceAccounts, WatchEvent::Applied(obj)) => s.apply_sa(obj),
-        (Feed::ServiceAccounts, WatchEvent::Deleted(obj)) => s.delete_sa(obj),
-    }
-}
-
-/// Converts a wall-clock deadline to an `Instant`, never in the past.
-fn instant_at(at: OffsetDateTime) -> Instant {
-    let delta = at - OffsetDateTime::now_utc();
-    let d = Duration::try_from(delta).unwrap_or(Duration::ZERO);
-    Instant::now() + d
-}
-
-/// Consecutive failures per binding, shared by the workers (a key may land on any of them).
-type Failures = Mutex<FailureBackoff<BindingKey>>;
-
 /// One worker thread's view of the shared parts.
 struct Worker<'a> {
     reconciler: &'a Reconciler,
     queue: &'a WorkQueue<BindingKey>,
-    failures: &'a Failures,
     obs: &'a Observability,
 }
 
 impl Worker<'_> {
-    fn failed(&self, key: &BindingKey, jitter: f64) -> Duration {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failed(key.clone(), jitter)
-    }
-
-    fn succeeded(&self, key: &BindingKey) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .succeeded(key);
-    }
-
     fn run(&self, index: usize) {
-        let mut rng = Rng::with_seed(Rng::from_entropy().next_u64() ^ index as u64);
         let heartbeat = self.obs.health.register_worker(&format!("worker {index}"));
         while let Some(key) = self.queue.get() {
             heartbeat.busy();
             let started = Instant::now();
-            let result = self.reconcile_once(&key, &mut rng);
+            let r = self.reconciler.reconcile(&key);
+            match r.action {
+                Action::RequeueAt(at) => self.queue.add_at(key.clone(), at),
+                Action::Wait => {}
+                Action::Forget => self.queue.forget(&key),
+            }
+            if let Some(note) = r.note {
+                self.event(&note);
+            }
+            let result = if r.failed {
+                ReconcileResult::Error
+            } else {
+                ReconcileResult::Success
+            };
+            log::debug!("{key}: reconciled in {:?}", started.elapsed());
             self.obs.metrics.reconcile(result, started.elapsed());
             self.queue.done(&key);
             heartbeat.idle();
         }
     }
 
-    fn reconcile_once(&self, key: &BindingKey, rng: &mut Rng) -> ReconcileResult {
-        let started = Instant::now();
-        match self.reconciler.reconcile(key) {
-            Ok(Outcome2::Gone) => {
-                self.succeeded(key);
-                self.queue.forget(key);
-                ReconcileResult::Success
-            }
-            Ok(Outcome2::Done {
-                error,
-                refresh_at,
-                writes,
-                secret_written,
-                regarding,
-                token_retry_at,
-            }) => {
-                log::debug!(
-                    "{key}: reconciled in {:?} with {writes} writes",
-                    started.elapsed()
-                );
-                if let Some(at) = refresh_at {
-                    let at = instant_at(at);
-                    self.queue
-                        .add_at(key.clone(), at + refresh_jitter(at, rng.next_f64()));
-                }
-                match (error, token_retry_at) {
-                    // A token failure: the token gate owns the retry time, so passes triggered
-                    // by unrelated events neither call Azure nor stretch the backoff.
-                    (Some(err), Some(at)) => {
-                        let at = at + Duration::from_millis(100).mul_f64(1.0 + rng.next_f64());
-                        log::info!(
-                            "{key}: {err}; retrying in {}s",
-                            at.saturating_duration_since(Instant::now()).as_secs()
-                        );
-                        self.queue.add_at(key.clone(), at);
-                        self.event(&regarding, classify(&err), &err);
-                        ReconcileResult::Error
-                    }
-                    (Some(err), None) => {
-                        let delay = self.failed(key, rng.next_f64());
-                        log::info!("{key}: {err}; retrying in {}s", delay.as_secs());
-                        self.queue.add_after(key.clone(), delay);
-                        self.event(&regarding, classify(&err), &err);
-                        ReconcileResult::Error
-                    }
-                    (None, _) => {
-                        self.succeeded(key);
-                        if secret_written {
-                            self.event(
-                                &regarding,
-                                Reason::TokenRefreshed,
-                                "wrote a fresh registry token to the pull secret",
-                            );
-                        }
-                        ReconcileResult::Success
-                    }
-                }
-            }
-            Err(e) => {
-                let delay = self.failed(key, rng.next_f64());
-                let delay = e
-                    .retry_after()
-                    .map_or(delay, |r| r.max(Duration::from_secs(1)));
-                log::warn!("{key}: {e}; retrying in {}s", delay.as_secs());
-                self.queue.add_after(key.clone(), delay);
-                ReconcileResult::Error
-            }
-        }
-    }
-
     /// Records an Event; a failed Event write never fails the reconcile.
-    fn event(&self, regarding: &Option<Regarding>, reason: Reason, note: &str) {
-        let Some(regarding) = regarding else {
-            return;
-        };
+    fn event(&self, note: &Note) {
         let write = self
             .obs
             .events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(
-                regarding,
-                reason,
+                &note.regarding,
+                note.reason,
                 "Reconcile",
-                note,
+                &note.text,
                 OffsetDateTime::now_utc(),
             );
         if let Some(w) = write {
             self.obs.event_sink.send(w, &self.obs.events);
         }
-    }
-}
-
-/// The Event reason for a binding error (the same classification as the `Ready` condition).
-fn classify(err: &str) -> Reason {
-    match crate::conditions::reason_for(err) {
-        "ServiceAccountNotFound" => Reason::ServiceAccountNotFound,
-        "ServerNotAllowed" => Reason::ServerNotAllowed,
-        "TokenRequestFailed" => Reason::TokenRequestFailed,
-        "SecretConflict" => Reason::SecretConflict,
-        "PolicyDenied" => Reason::PolicyDenied,
-        _ => Reason::InvalidSpec,
     }
 }
 

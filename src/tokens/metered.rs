@@ -11,7 +11,7 @@ use crate::azure::acr::AcrError;
 use crate::azure::entra::{AssertionRequest, EntraError};
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::{AccessToken, HttpError, SecretString};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::tokens::{TokenError, Upstream, UpstreamKind};
 
 /// The HTTP status Azure answered with, when the error carries one.
