@@ -1,9 +1,9 @@
 //! End to end (real binary, test kit, shipped RBAC): workload identity, every cloud's authority
 //! and audience, ACR-audience tokens, cross-tenant pulls, and re-minting on identity changes.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::azure::{Audiences, LoggedRequest};
 use acrpull_testkit::kube::{Policies, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
@@ -20,10 +20,6 @@ const APP2: &str = "aaaaaaaa-0000-0000-0000-000000000002";
 /// Another tenant, for cross-tenant pulls.
 const OTHER_TENANT: &str = "bbbbbbbb-0000-0000-0000-000000000009";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn start(w: &mut World, args: &[&str]) -> acrpull_testkit::world::Acrpull {
     let opts = AcrpullOptions {

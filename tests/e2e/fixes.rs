@@ -1,9 +1,9 @@
 //! End to end, one regression test per upstream bug we fix (spec §9, §1.2, §2.5, §2.10): each
 //! shows the fixed behaviour with the real binary against the emulated cluster.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta1, binding_v1beta2, identity, rfc3339, Acrpull, World,
@@ -13,10 +13,6 @@ use serde_json::{json, Value};
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -1,17 +1,13 @@
 //! Sharding: two acrpull deployments, each with its own label selector and Lease, share one cluster.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, LEASES};
 use acrpull_testkit::world::{
     binding_v1beta1, binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY,
 };
 use serde_json::{json, Value};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn shard(w: &mut World, name: &str) -> Acrpull {
     let opts = AcrpullOptions {

@@ -2,8 +2,7 @@
 //! nothing; a binding CRD that is not installed is reported, retried and picked up once installed,
 //! while the other kind is served all along.
 
-use std::path::Path;
-
+use crate::bin;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta1, binding_v1beta2, identity, World, CONTROLLER_USER,
@@ -13,10 +12,6 @@ use serde_json::Value;
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn v2(name: &str) -> Value {
     binding_v1beta2(NS, name, REGISTRY, SCOPE, &identity(1).client_id, "default")

@@ -1,9 +1,9 @@
 //! End to end, every v1beta2 reconcile scenario of spec §7 (1–4, 8–25): the real acrpull binary
 //! against the emulated API server and the fake Azure, asserting the objects the server holds.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta2, identity, jwt_expiry, parse_rfc3339, rfc3339, World,
@@ -14,10 +14,6 @@ use serde_json::{json, Value};
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
 const SECRET: &str = "acr-pull-b";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

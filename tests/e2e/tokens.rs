@@ -1,11 +1,11 @@
 //! End to end, what tokens cost: shared tokens across bindings, error backoff instead of a retry
 //! loop, retries of bindings that never succeeded, and timed refresh of short-lived tokens.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta2, identity, parse_rfc3339, secret_password, World,
@@ -17,10 +17,6 @@ const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
 /// A client ID the fake VM does not have (until a test assigns it).
 const UNKNOWN: u32 = 9;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn create(w: &World, name: &str, client_id: &str) -> Value {
     w.api

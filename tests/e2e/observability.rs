@@ -1,17 +1,13 @@
 //! Probes and metrics end to end: readiness waits for the initial lists, and every metric family
 //! carries values after real work.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     binding_v1beta2, free_port, http_get, identity, Acrpull, AcrpullOptions, World, REGISTRY,
 };
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn start(w: &mut World) -> (Acrpull, u16, u16) {
     let (m, h) = (free_port(), free_port());

@@ -4,9 +4,9 @@
 //! Several tests turn the emulator's CRD schema off, as a cluster whose CRD carries no schema
 //! (or an older one) would: acrpull's own decoding is then the only guard.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
     binding_v1beta1, binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY,
@@ -17,10 +17,6 @@ const WAIT: Duration = Duration::from_secs(40);
 const SCOPE: &str = "repository:app:pull";
 /// Status errors must stay short whatever the input: they are shown by `kubectl get`.
 const MAX_ERROR_LEN: usize = 4096;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn start(w: &mut World) -> Acrpull {
     w.start_acrpull(bin(), &AcrpullOptions::default())

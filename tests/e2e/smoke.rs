@@ -1,16 +1,12 @@
 //! The first end-to-end path: a v1beta2 binding gets its Secret, the ServiceAccount reference and status.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     binding_v1beta2, free_port, http_get, identity, AcrpullOptions, World, REGISTRY,
 };
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 #[test]
 fn v1beta2_binding_gets_secret_reference_and_status() {

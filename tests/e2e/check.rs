@@ -3,9 +3,9 @@
 //! Every test also scans the whole output for every token the fakes issued: a diagnose command
 //! is exactly where a token would be tempting to print.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::bin;
 use acrpull_testkit::azure::Audiences;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
@@ -13,10 +13,6 @@ use acrpull_testkit::world::{
     SA_TOKEN_AUDIENCE, TENANT,
 };
 use serde_json::{json, Value};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// What one `acrpull check` run printed and how it exited.
 struct Run {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
     binding_v1beta2, binding_v1beta2_workload, identity, Acrpull, AcrpullOptions, World, REGISTRY,
@@ -14,10 +15,6 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn write_policy(w: &World, rules: Value) -> PathBuf {
     let path = w.dir().join("policy.json");

@@ -1,15 +1,11 @@
 //! Status conditions and Events end to end: success, failure, recovery.
 
-use std::path::Path;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{binding_v1beta2, identity, AcrpullOptions, World, REGISTRY};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn condition<'a>(b: &'a Value, t: &str) -> Option<&'a Value> {
     b["status"]["conditions"]

@@ -9,9 +9,9 @@
 //! `src/reconcile.rs`); a Secret is never refreshed sooner than 1 s after the last mint
 //! (`src/plan.rs`). IMDS admits at most 5 requests at once (`src/azure/limiter.rs`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bin;
 use acrpull_testkit::azure::LoggedRequest;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
@@ -23,10 +23,6 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(45);
 /// The federated application the workload-identity binding authenticates as.
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn start(w: &mut World) -> Acrpull {
     w.start_acrpull(bin(), &AcrpullOptions::default())

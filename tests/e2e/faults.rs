@@ -14,11 +14,11 @@
 //! - a failing list or watch retries after 800 ms × 2ⁿ ± 25 % (so never sooner than 600 ms, then
 //!   1.2 s, 2.4 s, …), or after `Retry-After` for a 429.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bin;
 use acrpull_testkit::kube::{ExpiredWatch, Fault, LoggedRequest, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     binding_v1beta2, identity, is_ready, pull_secret_names, Acrpull, AcrpullOptions, World,
@@ -36,10 +36,6 @@ const FOREIGN: &str = "foreign-pull";
 const BYSTANDER: &str = "bystander";
 /// The three answers every route is tried with.
 const CODES: [u16; 3] = [500, 503, 429];
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// One kind of request, matched on what the emulator logs.
 #[derive(Clone, Debug)]

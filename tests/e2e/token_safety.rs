@@ -2,11 +2,11 @@
 //! HTTPS with verified certificates is spoken to registries and Entra, and no token reaches the
 //! log (even at trace), Events, binding status or metrics.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::http::{serve_http, serve_https, Handler, Request, Response};
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::tls::Ca;
@@ -19,10 +19,6 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// Counts requests and answers them all the same way.
 struct Recorder {

@@ -1,8 +1,7 @@
 //! End to end, every v1beta1 reconcile scenario of spec §7 (1–22): the real acrpull binary with
 //! upstream's environment defaults, against the emulated API server and the fake Azure.
 
-use std::path::Path;
-
+use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA1;
 use acrpull_testkit::world::{
     assert_pull_secret, identity, jwt_expiry, parse_rfc3339, rfc3339, Acrpull, AcrpullOptions,
@@ -15,10 +14,6 @@ const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
 const SECRET: &str = "b-msi-acrpull-secret";
 const ARM: &str = "https://management.azure.com/";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::registry::{
     refresh_token, tools_available, RealRegistry, Skopeo, SkopeoOutput, TestImage, NULL_GUID,
@@ -19,10 +20,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUSHER: &str = "pusher-object-id";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// A world, a real registry holding `app-a:v1` and `app-b:v1`, and acrpull pointed at both.
 struct Fixture {

@@ -1,0 +1,34 @@
+//! acrpull's integration suite, one test binary: most modules run the real `acrpull` binary
+//! against the test kit's emulated cluster and fake Azure (`acrpull_testkit::world`);
+//! `manifests` checks the shipped manifests against the code, and `fuzz_corpus` replays the fuzz
+//! corpora on stable.
+//!
+//! Run one module with `cargo test --test e2e <module>::`.
+
+use std::path::Path;
+
+mod bad_input;
+mod check;
+mod faults;
+mod faults_azure;
+mod fixes;
+mod fuzz_corpus;
+mod leader;
+mod manifests;
+mod observability;
+mod policy;
+mod registry;
+mod sharding;
+mod smoke;
+mod status;
+mod token_safety;
+mod tokens;
+mod v1beta1;
+mod v1beta2;
+mod watch;
+mod workload;
+
+/// The acrpull binary cargo built for this test run.
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_acrpull"))
+}
