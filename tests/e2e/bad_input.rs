@@ -6,21 +6,18 @@
 
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
-    binding_v1beta1, binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY,
+    binding_v1beta1, binding_v1beta2, identity, Acrpull, World, REGISTRY,
 };
 use serde_json::{json, Value};
+
+use crate::acrpull;
 
 const WAIT: Duration = Duration::from_secs(40);
 const SCOPE: &str = "repository:app:pull";
 /// Status errors must stay short whatever the input: they are shown by `kubectl get`.
 const MAX_ERROR_LEN: usize = 4096;
-
-fn start(w: &mut World) -> Acrpull {
-    w.start_acrpull(bin(), &AcrpullOptions::default())
-}
 
 fn create(w: &World, res: &str, obj: Value) {
     w.api
@@ -107,7 +104,7 @@ fn tokens_requested(w: &World) -> usize {
 fn wrong_types_and_absurd_sizes_are_status_errors() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let good = |name: &str| binding_v1beta2("default", name, REGISTRY, SCOPE, &client, "default");
     let mut cases: Vec<(&str, Value)> = Vec::new();
@@ -167,7 +164,7 @@ fn wrong_types_and_absurd_sizes_are_status_errors() {
 fn malformed_and_look_alike_servers_are_refused_before_any_token() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let servers = [
         ("empty", ""),
@@ -220,7 +217,7 @@ fn malformed_and_look_alike_servers_are_refused_before_any_token() {
 fn invalid_identity_formats_are_status_errors() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     // A real client ID with a parameter glued on: were it not encoded, IMDS would read the real
     // ID and hand out its token.
     let smuggled = format!("{}&x=y", identity(1).client_id);
@@ -269,7 +266,7 @@ fn invalid_identity_formats_are_status_errors() {
 #[test]
 fn names_at_every_length_limit_get_valid_secrets() {
     let mut w = World::start();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let lengths = [63, 64, 233, 234, 253];
     for n in lengths {
@@ -329,7 +326,7 @@ fn names_at_every_length_limit_get_valid_secrets() {
 #[test]
 fn corrupted_annotations_on_our_secret_are_repaired() {
     let mut w = World::start();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     create(
         &w,
         BINDINGS_V1BETA2,
@@ -412,7 +409,7 @@ fn a_foreign_secret_with_our_name_is_never_touched() {
             (name, created)
         })
         .collect();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     for (name, _) in &foreign {
         create(
             &w,
@@ -490,7 +487,7 @@ fn a_service_account_with_hundreds_of_pull_secrets_keeps_them_all() {
                    "imagePullSecrets": foreign}),
         )
         .expect("crowded SA");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     create(
         &w,
         BINDINGS_V1BETA2,

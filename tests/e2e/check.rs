@@ -5,7 +5,6 @@
 
 use std::process::{Command, Output, Stdio};
 
-use crate::bin;
 use acrpull_testkit::azure::Audiences;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
@@ -13,6 +12,8 @@ use acrpull_testkit::world::{
     SA_TOKEN_AUDIENCE, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::bin;
 
 /// What one `acrpull check` run printed and how it exited.
 struct Run {

@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bin;
 use acrpull_testkit::kube::{ExpiredWatch, Fault, LoggedRequest, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     binding_v1beta2, identity, is_ready, pull_secret_names, Acrpull, AcrpullOptions, World,
     CONTROLLER_USER, REGISTRY,
 };
 use serde_json::{json, Value};
+
+use crate::{acrpull, bin};
 
 const WAIT: Duration = Duration::from_secs(45);
 const SCOPE: &str = "repository:app:pull";
@@ -218,10 +219,6 @@ fn assert_alive(p: &mut Acrpull) {
     assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
 }
 
-fn start(w: &mut World) -> Acrpull {
-    w.start_acrpull(bin(), &AcrpullOptions::default())
-}
-
 /// Waits until every route has failed at least `n` times with `code` (the positive signal that
 /// the fault window was exercised), then checks how many requests each made since `since`.
 fn exercise(
@@ -293,7 +290,7 @@ fn every_write_and_read_route_recovers_from_500_503_and_429() {
         }
     }
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     exercise(&w, &routes, since, reconcile_bound);
     w.api.clear_faults();
     for ns in &namespaces {
@@ -419,7 +416,7 @@ fn list_and_watch_outage(code: u16) {
         w.api.inject(fault(code, &Route::new("list", r)));
     }
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     streams_exercised(&w, "list", code, &[0, 0, 0], since);
     w.api.clear_faults();
     wait_ready(&w, "lw", "b0");
@@ -473,7 +470,7 @@ fn cut_and_compacted_watches_resume_or_relist_without_losing_changes() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::ZERO);
     tenant(&w, "cc");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     bind(&w, "cc", "b1");
     bind(&w, "cc", "b2");
     wait_ready(&w, "cc", "b1");
@@ -552,7 +549,7 @@ fn a_concurrent_service_account_writer_loses_no_entry_in_a_conflict_storm() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::ZERO);
     tenant(&w, "storm");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let api = Arc::new(w);
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));

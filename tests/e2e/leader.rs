@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, LEASES};
 use acrpull_testkit::world::{binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY};
+
+use crate::bin;
 
 fn replica(w: &mut World, name: &str) -> Acrpull {
     let opts = AcrpullOptions {

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use acrpull_testkit::world::{Acrpull, AcrpullOptions, World};
+
 mod bad_input;
 mod check;
 mod faults;
@@ -31,4 +33,13 @@ mod workload;
 /// The acrpull binary cargo built for this test run.
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_acrpull"))
+}
+
+/// Starts acrpull in `w` under the shipped RBAC with these extra flags.
+fn acrpull(w: &mut World, args: &[&str]) -> Acrpull {
+    let opts = AcrpullOptions {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..AcrpullOptions::default()
+    };
+    w.start_acrpull(bin(), &opts)
 }

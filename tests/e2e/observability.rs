@@ -3,22 +3,23 @@
 
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     binding_v1beta2, free_port, http_get, identity, Acrpull, AcrpullOptions, World, REGISTRY,
 };
 
+use crate::{acrpull, bin};
+
 fn start(w: &mut World) -> (Acrpull, u16, u16) {
     let (m, h) = (free_port(), free_port());
-    let opts = AcrpullOptions {
-        args: vec![
-            format!("--metrics-bind-address=127.0.0.1:{m}"),
-            format!("--health-probe-bind-address=127.0.0.1:{h}"),
+    let p = acrpull(
+        w,
+        &[
+            &format!("--metrics-bind-address=127.0.0.1:{m}"),
+            &format!("--health-probe-bind-address=127.0.0.1:{h}"),
         ],
-        ..AcrpullOptions::default()
-    };
-    (w.start_acrpull(bin(), &opts), m, h)
+    );
+    (p, m, h)
 }
 
 #[test]

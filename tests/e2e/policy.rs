@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
-    binding_v1beta2, binding_v1beta2_workload, identity, Acrpull, AcrpullOptions, World, REGISTRY,
-    TENANT,
+    binding_v1beta2, binding_v1beta2_workload, identity, Acrpull, World, REGISTRY, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::acrpull;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";
@@ -26,11 +26,7 @@ fn write_policy(w: &World, rules: Value) -> PathBuf {
 }
 
 fn start(w: &mut World, policy: &Path) -> Acrpull {
-    let opts = AcrpullOptions {
-        args: vec![format!("--identity-policy={}", policy.display())],
-        ..AcrpullOptions::default()
-    };
-    w.start_acrpull(bin(), &opts)
+    acrpull(w, &[&format!("--identity-policy={}", policy.display())])
 }
 
 fn create(w: &World, obj: Value) {

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::registry::{
     refresh_token, tools_available, RealRegistry, Skopeo, SkopeoOutput, TestImage, NULL_GUID,
@@ -17,6 +16,8 @@ use acrpull_testkit::world::{
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
+
+use crate::bin;
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUSHER: &str = "pusher-object-id";

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, LEASES};
 use acrpull_testkit::world::{
     binding_v1beta1, binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY,
 };
 use serde_json::{json, Value};
+
+use crate::bin;
 
 fn shard(w: &mut World, name: &str) -> Acrpull {
     let opts = AcrpullOptions {

@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     binding_v1beta2, free_port, http_get, identity, AcrpullOptions, World, REGISTRY,
 };
 
+use crate::{acrpull, bin};
+
 #[test]
 fn v1beta2_binding_gets_secret_reference_and_status() {
     let mut w = World::start();
-    let _p = w.start_acrpull(bin(), &AcrpullOptions::default());
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(
             BINDINGS_V1BETA2,

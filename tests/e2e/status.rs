@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
-use acrpull_testkit::world::{binding_v1beta2, identity, AcrpullOptions, World, REGISTRY};
+use acrpull_testkit::world::{binding_v1beta2, identity, World, REGISTRY};
 use serde_json::Value;
+
+use crate::acrpull;
 
 fn condition<'a>(b: &'a Value, t: &str) -> Option<&'a Value> {
     b["status"]["conditions"]
@@ -25,7 +26,7 @@ fn events_for(w: &World, name: &str, reason: &str) -> Vec<Value> {
 #[test]
 fn conditions_and_events_follow_success_failure_and_recovery() {
     let mut w = World::start();
-    let _p = w.start_acrpull(bin(), &AcrpullOptions::default());
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(
             BINDINGS_V1BETA2,

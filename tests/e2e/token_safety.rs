@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bin;
 use acrpull_testkit::http::{serve_http, serve_https, Handler, Request, Response};
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::tls::Ca;
@@ -15,6 +14,8 @@ use acrpull_testkit::world::{
     World, REGISTRY, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::bin;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";

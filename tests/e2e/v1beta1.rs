@@ -1,14 +1,15 @@
 //! End to end, every v1beta1 reconcile scenario of spec §7 (1–22): the real acrpull binary with
 //! upstream's environment defaults, against the emulated API server and the fake Azure.
 
-use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA1;
 use acrpull_testkit::world::{
     assert_pull_secret, identity, jwt_expiry, parse_rfc3339, rfc3339, Acrpull, AcrpullOptions,
     World, BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, INPUTS_ANNOTATION, REFRESH_ANNOTATION,
-    REGISTRY,
+    REGISTRY, WAIT,
 };
 use serde_json::{json, Value};
+
+use crate::bin;
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
@@ -71,7 +72,7 @@ fn secret(w: &World) -> Option<Value> {
 
 fn ready(w: &World) -> (Value, Value) {
     let b = w.wait_ready(BINDINGS_V1BETA1, NS, "b");
-    let s = w.eventually("the pull secret", || secret(w));
+    let s = w.wait_for("the pull secret", WAIT, || secret(w));
     (b, s)
 }
 
@@ -83,7 +84,7 @@ fn annotation(s: &Value, key: &str) -> String {
 }
 
 fn regenerated(w: &World, inputs: &str) -> Value {
-    let s = w.eventually("a regenerated secret", || {
+    let s = w.wait_for("a regenerated secret", WAIT, || {
         secret(w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(w, &s, &binding(w), REGISTRY, "b");
@@ -120,7 +121,7 @@ fn v1beta1_scenario_01_new_binding_gets_the_finalizer() {
     let mut w = World::start();
     let _p = start(&mut w, &[]);
     create(&w, json!({}));
-    let b = w.eventually("the finalizer", || {
+    let b = w.wait_for("the finalizer", WAIT, || {
         let b = w.api.get(BINDINGS_V1BETA1, NS, "b")?;
         b["metadata"]["finalizers"].is_array().then_some(b)
     });
@@ -241,7 +242,7 @@ fn v1beta1_scenario_08_status_mirrors_the_secret() {
     let _p = start(&mut w, &[]);
     create(&w, json!({}));
     ready(&w);
-    w.eventually("status equal to the annotations", || {
+    w.wait_for("status equal to the annotations", WAIT, || {
         let b = binding(&w);
         let s = secret(&w)?;
         (b["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str()
@@ -266,7 +267,7 @@ fn v1beta1_scenario_09_expiry_within_30_minutes_refreshes_the_secret() {
         o["metadata"]["annotations"][EXPIRY_ANNOTATION] = json!(expiry);
         o["metadata"]["annotations"][REFRESH_ANNOTATION] = json!(refresh);
     });
-    let s = w.eventually("a refreshed secret", || {
+    let s = w.wait_for("a refreshed secret", WAIT, || {
         secret(&w).filter(|s| annotation(s, EXPIRY_ANNOTATION) != expiry)
     });
     assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
@@ -282,7 +283,7 @@ fn v1beta1_scenario_10_stale_status_is_corrected() {
     w.edit_status(BINDINGS_V1BETA1, NS, "b", |o| {
         o["status"]["tokenExpirationTime"] = json!("2020-01-01T01:00:00Z");
     });
-    w.eventually("the status corrected", || {
+    w.wait_for("the status corrected", WAIT, || {
         (binding(&w)["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str())
             .then_some(())
     });
@@ -303,11 +304,11 @@ fn v1beta1_scenarios_11_12_extraneous_reference_removed_then_secret_deleted() {
     w.api.clear_log();
     let _p = start(&mut w, &[]);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.eventually("the extraneous secret deleted", || {
+    w.wait_for("the extraneous secret deleted", WAIT, || {
         w.api.get("secrets", NS, old).is_none().then_some(())
     });
     // The emulator logs a request once it has answered it, a moment after the object is gone.
-    let writes = w.eventually("the delete in the request log", || {
+    let writes = w.wait_for("the delete in the request log", WAIT, || {
         let writes = w.controller_writes();
         writes
             .iter()
@@ -331,7 +332,7 @@ fn v1beta1_scenario_13_up_to_date_binding_makes_no_writes() {
     create(&w, json!({}));
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    let settled = w.eventually("a pass with nothing to do", || {
+    let settled = w.wait_for("a pass with nothing to do", WAIT, || {
         let n = idle_passes(&p);
         (n > 0).then_some(n)
     });
@@ -341,7 +342,7 @@ fn v1beta1_scenario_13_up_to_date_binding_makes_no_writes() {
     w.edit(BINDINGS_V1BETA1, NS, "b", |o| {
         o["metadata"]["labels"] = json!({"example.com/poke": "1"});
     });
-    w.eventually("the pass after the poke", || {
+    w.wait_for("the pass after the poke", WAIT, || {
         (idle_passes(&p) > settled).then_some(())
     });
     assert!(
@@ -403,7 +404,7 @@ fn v1beta1_scenario_16_changed_server_regenerates() {
     w.edit(BINDINGS_V1BETA1, NS, "b", |o| {
         o["spec"]["acrServer"] = json!("other.azurecr.io");
     });
-    let s = w.eventually("a secret for the new server", || {
+    let s = w.wait_for("a secret for the new server", WAIT, || {
         secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(&w, &s, &binding(&w), "other.azurecr.io", "b");
@@ -503,7 +504,7 @@ fn v1beta1_scenarios_20_22_deletion_unreferences_deletes_the_secret_then_drops_t
     w.wait_pull_secrets(NS, "default", &[SECRET]);
     w.api.clear_log();
     w.api.delete(BINDINGS_V1BETA1, NS, "b").unwrap();
-    w.eventually("the binding gone", || {
+    w.wait_for("the binding gone", WAIT, || {
         w.api.get(BINDINGS_V1BETA1, NS, "b").is_none().then_some(())
     });
     assert!(secret(&w).is_none());
@@ -652,7 +653,7 @@ fn v1beta1_new_binding_costs_exactly_four_writes() {
     create(&w, json!({}));
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.eventually("a pass with nothing to do", || {
+    w.wait_for("a pass with nothing to do", WAIT, || {
         (idle_passes(&p) > 0).then_some(())
     });
     let writes: Vec<String> = w

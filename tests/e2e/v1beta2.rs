@@ -3,13 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bin;
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta2, identity, jwt_expiry, parse_rfc3339, rfc3339, World,
     BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, INPUTS_ANNOTATION, REFRESH_ANNOTATION, REGISTRY,
+    WAIT,
 };
 use serde_json::{json, Value};
+
+use crate::acrpull;
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
@@ -46,7 +48,7 @@ fn secret(w: &World) -> Option<Value> {
 /// Waits for a ready binding `b` and returns (binding, secret).
 fn ready(w: &World) -> (Value, Value) {
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.eventually("the pull secret", || secret(w));
+    let s = w.wait_for("the pull secret", WAIT, || secret(w));
     (b, s)
 }
 
@@ -86,9 +88,9 @@ fn idle_passes(p: &acrpull_testkit::world::Acrpull) -> usize {
 #[test]
 fn v1beta2_scenario_01_new_binding_gets_the_finalizer() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
-    let b = w.eventually("the finalizer", || {
+    let b = w.wait_for("the finalizer", WAIT, || {
         let b = w.api.get(BINDINGS_V1BETA2, NS, "b")?;
         b["metadata"]["finalizers"].is_array().then_some(b)
     });
@@ -98,7 +100,7 @@ fn v1beta2_scenario_01_new_binding_gets_the_finalizer() {
 #[test]
 fn v1beta2_scenario_02_missing_service_account_is_a_status_error_until_it_appears() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "missing");
     let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     assert_eq!(
@@ -122,7 +124,7 @@ fn v1beta2_scenario_02_missing_service_account_is_a_status_error_until_it_appear
 #[test]
 fn v1beta2_scenario_03_managed_identity_by_resource_id_creates_the_secret() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default");
     obj["spec"]["auth"] = json!({"managedIdentity": {"resourceID": identity(1).resource_id}});
     create_obj(&w, obj);
@@ -148,7 +150,7 @@ fn v1beta2_scenario_03_managed_identity_by_resource_id_creates_the_secret() {
 #[test]
 fn v1beta2_scenario_04_and_12_managed_identity_by_client_id_creates_secret_reference_and_status() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, s) = ready(&w);
     let password = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
@@ -163,7 +165,7 @@ fn v1beta2_scenario_04_and_12_managed_identity_by_client_id_creates_secret_refer
     );
     w.wait_pull_secrets(NS, "default", &[SECRET]);
     // Scenario 12: the status mirrors the Secret's annotations.
-    let b = w.eventually("status matching the secret", || {
+    let b = w.wait_for("status matching the secret", WAIT, || {
         let b = binding(&w);
         let s = secret(&w)?;
         (b["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str()
@@ -199,7 +201,7 @@ fn v1beta2_scenario_04_and_12_managed_identity_by_client_id_creates_secret_refer
 #[test]
 fn v1beta2_scenario_08_arm_token_failure_is_a_status_error() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let unknown = "00000000-0000-0000-0000-000000000099";
     create_obj(
         &w,
@@ -215,7 +217,7 @@ fn v1beta2_scenario_08_arm_token_failure_is_a_status_error() {
 #[test]
 fn v1beta2_scenario_09_disallowed_server_fails_before_any_token_request() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create_obj(
         &w,
         binding_v1beta2(
@@ -241,7 +243,7 @@ fn v1beta2_scenario_09_disallowed_server_fails_before_any_token_request() {
 #[test]
 fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &["--allowed-acr-server-suffixes=azurecr.io"]);
+    let _p = acrpull(&mut w, &["--allowed-acr-server-suffixes=azurecr.io"]);
     w.add_granted_registry("other.azurecr.cn");
     create_obj(
         &w,
@@ -265,8 +267,8 @@ fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
     // `*` lets any host through validation: the token flow is attempted (and the fake listener,
     // whose certificate does not cover this host, refuses the TLS handshake).
     let addr = w.azure_addr();
-    let _p = w.acrpull(
-        bin(),
+    let _p = acrpull(
+        &mut w,
         &[
             "--allowed-acr-server-suffixes=*",
             &format!("--connect-to=registry.example.com={addr}"),
@@ -293,7 +295,7 @@ fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
 #[test]
 fn v1beta2_scenario_10_removed_reference_is_added_back() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
@@ -309,7 +311,7 @@ fn v1beta2_scenario_11_pull_secrets_are_sorted_unrelated_then_v1beta2_then_v1bet
         "default",
         &["zz-user", "previous-msi-acrpull-secret", "aa-user"],
     );
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(
@@ -325,7 +327,7 @@ fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
     w.azure
         .acr
         .set_access_token_lifetime(Duration::from_secs(4));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, s) = ready(&w);
     let first = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
@@ -343,14 +345,14 @@ fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
     });
-    let s = w.eventually("a refreshed secret", || {
+    let s = w.wait_for("a refreshed secret", WAIT, || {
         secret(&w).filter(|s| annotation(s, EXPIRY_ANNOTATION) != rfc3339(expiry).unwrap())
     });
     let b = binding(&w);
     let second = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     assert_ne!(first, second, "a new token");
     assert!(parse_rfc3339(&annotation(&s, EXPIRY_ANNOTATION)).unwrap() > now_unix() + 3000);
-    w.eventually("status of the new token", || {
+    w.wait_for("status of the new token", WAIT, || {
         (binding(&w)["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str())
             .then_some(())
     });
@@ -359,7 +361,7 @@ fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
 #[test]
 fn v1beta2_scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     // Upstream's table row: refreshed 36 s ago, expiring in 24 s = past 50 % of the lifetime.
@@ -369,7 +371,7 @@ fn v1beta2_scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
         o["metadata"]["annotations"][REFRESH_ANNOTATION] = json!(refresh);
         o["metadata"]["annotations"][EXPIRY_ANNOTATION] = json!(expiry);
     });
-    let s = w.eventually("the secret rewritten", || {
+    let s = w.wait_for("the secret rewritten", WAIT, || {
         secret(&w).filter(|s| annotation(s, EXPIRY_ANNOTATION) != expiry)
     });
     assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
@@ -379,14 +381,14 @@ fn v1beta2_scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
 #[test]
 fn v1beta2_scenario_14_stale_status_is_corrected() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (_, s) = ready(&w);
     w.edit_status(BINDINGS_V1BETA2, NS, "b", |o| {
         o["status"]["lastTokenRefreshTime"] = json!("2020-01-01T00:00:00Z");
         o["status"]["tokenExpirationTime"] = json!("2020-01-01T01:00:00Z");
     });
-    w.eventually("the status corrected", || {
+    w.wait_for("the status corrected", WAIT, || {
         let b = binding(&w);
         (b["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str()
             && b["status"]["lastTokenRefreshTime"] == annotation(&s, REFRESH_ANNOTATION).as_str())
@@ -397,7 +399,7 @@ fn v1beta2_scenario_14_stale_status_is_corrected() {
 #[test]
 fn v1beta2_scenarios_15_16_extraneous_reference_removed_then_old_secret_deleted() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, _) = ready(&w);
     drop(p);
@@ -407,9 +409,9 @@ fn v1beta2_scenarios_15_16_extraneous_reference_removed_then_old_secret_deleted(
         .unwrap();
     w.set_pull_secrets(NS, "default", &[SECRET, old]);
     w.api.clear_log();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.eventually("the old secret deleted", || {
+    w.wait_for("the old secret deleted", WAIT, || {
         w.api.get("secrets", NS, old).is_none().then_some(())
     });
     assert!(secret(&w).is_some());
@@ -429,11 +431,11 @@ fn v1beta2_scenarios_15_16_extraneous_reference_removed_then_old_secret_deleted(
 #[test]
 fn v1beta2_scenario_17_up_to_date_binding_makes_no_writes_and_no_token_requests() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    let settled = w.eventually("a pass with nothing to do", || {
+    let settled = w.wait_for("a pass with nothing to do", WAIT, || {
         let n = idle_passes(&p);
         (n > 0).then_some(n)
     });
@@ -443,7 +445,7 @@ fn v1beta2_scenario_17_up_to_date_binding_makes_no_writes_and_no_token_requests(
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
     });
-    w.eventually("the pass after the poke", || {
+    w.wait_for("the pass after the poke", WAIT, || {
         (idle_passes(&p) > settled).then_some(())
     });
     assert!(
@@ -459,7 +461,7 @@ fn v1beta2_scenario_17_up_to_date_binding_makes_no_writes_and_no_token_requests(
 fn v1beta2_scenario_18_changed_service_account_moves_the_reference() {
     let mut w = World::start();
     w.service_account(NS, "other", json!({}));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (_, s) = ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
@@ -470,7 +472,7 @@ fn v1beta2_scenario_18_changed_service_account_moves_the_reference() {
     w.wait_pull_secrets(NS, "other", &[SECRET]);
     w.wait_pull_secrets(NS, "default", &[]);
     // The ServiceAccount is part of v1beta2's inputs hash: the Secret is regenerated.
-    let s = w.eventually("a regenerated secret", || {
+    let s = w.wait_for("a regenerated secret", WAIT, || {
         secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
@@ -480,7 +482,7 @@ fn v1beta2_scenario_18_changed_service_account_moves_the_reference() {
 fn v1beta2_scenario_19_service_account_change_during_cleanup_removes_every_owned_name() {
     let mut w = World::start();
     w.service_account(NS, "other", json!({}));
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, _) = ready(&w);
     drop(p);
@@ -492,10 +494,10 @@ fn v1beta2_scenario_19_service_account_change_during_cleanup_removes_every_owned
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["spec"]["serviceAccountName"] = json!("other");
     });
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.wait_pull_secrets(NS, "default", &["extraneous"]);
     w.wait_pull_secrets(NS, "other", &[SECRET]);
-    w.eventually("the old secret deleted", || {
+    w.wait_for("the old secret deleted", WAIT, || {
         w.api.get("secrets", NS, old).is_none().then_some(())
     });
 }
@@ -504,14 +506,14 @@ fn v1beta2_scenario_19_service_account_change_during_cleanup_removes_every_owned
 fn v1beta2_scenario_20_changed_server_regenerates_the_secret() {
     let mut w = World::start();
     w.add_granted_registry("other.azurecr.io");
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (_, s) = ready(&w);
     let inputs = annotation(&s, INPUTS_ANNOTATION);
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["spec"]["acr"]["server"] = json!("other.azurecr.io");
     });
-    let s = w.eventually("a secret for the new server", || {
+    let s = w.wait_for("a secret for the new server", WAIT, || {
         secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(&w, &s, &binding(&w), "other.azurecr.io", "b");
@@ -529,14 +531,14 @@ fn v1beta2_scenario_20_changed_server_regenerates_the_secret() {
 fn v1beta2_scenario_21_changed_client_id_regenerates_the_secret() {
     let mut w = World::start();
     let two = w.add_identity(2);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (_, s) = ready(&w);
     let inputs = annotation(&s, INPUTS_ANNOTATION);
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["spec"]["auth"]["managedIdentity"]["clientID"] = json!(two.client_id);
     });
-    let s = w.eventually("a secret for the new identity", || {
+    let s = w.wait_for("a secret for the new identity", WAIT, || {
         secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
@@ -552,14 +554,14 @@ fn v1beta2_scenario_21_changed_client_id_regenerates_the_secret() {
 #[test]
 fn v1beta2_scenario_22_switch_to_resource_id_regenerates_the_secret() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (_, s) = ready(&w);
     let inputs = annotation(&s, INPUTS_ANNOTATION);
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["spec"]["auth"]["managedIdentity"] = json!({"resourceID": identity(1).resource_id});
     });
-    let s = w.eventually("a secret for the resource ID", || {
+    let s = w.wait_for("a secret for the resource ID", WAIT, || {
         secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
     assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
@@ -569,13 +571,13 @@ fn v1beta2_scenario_22_switch_to_resource_id_regenerates_the_secret() {
 fn v1beta2_scenarios_23_25_deletion_unreferences_deletes_the_secret_then_drops_the_finalizer() {
     let mut w = World::start();
     w.set_pull_secrets(NS, "default", &["user-secret"]);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(NS, "default", &["user-secret", SECRET]);
     w.api.clear_log();
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.eventually("the binding gone", || {
+    w.wait_for("the binding gone", WAIT, || {
         w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
     });
     assert!(secret(&w).is_none());
@@ -598,7 +600,7 @@ fn v1beta2_scenarios_23_25_deletion_unreferences_deletes_the_secret_then_drops_t
 fn v1beta2_deletion_completes_when_the_service_account_is_missing() {
     let mut w = World::start();
     w.service_account(NS, "robot", json!({}));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "robot");
     ready(&w);
     w.api.delete("serviceaccounts", NS, "robot").unwrap();
@@ -607,7 +609,7 @@ fn v1beta2_deletion_completes_when_the_service_account_is_missing() {
     });
     let started = Instant::now();
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.eventually("the binding gone", || {
+    w.wait_for("the binding gone", WAIT, || {
         w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
     });
     assert!(secret(&w).is_none());
@@ -617,7 +619,7 @@ fn v1beta2_deletion_completes_when_the_service_account_is_missing() {
 #[test]
 fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (good, s) = ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
@@ -650,11 +652,11 @@ fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
 #[test]
 fn v1beta2_secret_deleted_by_a_user_is_recreated() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, s) = ready(&w);
     w.api.delete("secrets", NS, SECRET).unwrap();
-    let again = w.eventually("the secret recreated", || {
+    let again = w.wait_for("the secret recreated", WAIT, || {
         secret(&w).filter(|n| n["metadata"]["uid"] != s["metadata"]["uid"])
     });
     assert_pull_secret(&w, &again, &b, REGISTRY, "b");
@@ -665,7 +667,7 @@ fn v1beta2_secret_deleted_by_a_user_is_recreated() {
 fn v1beta2_deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
     let mut w = World::start();
     w.service_account(NS, "robot", json!({}));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "robot");
     let (good, _) = ready(&w);
     w.api.delete("serviceaccounts", NS, "robot").unwrap();
@@ -695,7 +697,7 @@ fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
                    "data": {"k": "dg=="}}),
         )
         .unwrap();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     assert_eq!(
@@ -710,7 +712,7 @@ fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
     assert!(w.pull_secrets(NS, "default").is_empty());
     // Deleting the binding leaves the foreign Secret alone too.
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.eventually("the binding gone", || {
+    w.wait_for("the binding gone", WAIT, || {
         w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
     });
     assert_eq!(
@@ -724,7 +726,7 @@ fn v1beta2_airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
     let mut w = World::start();
     // As on a cluster whose CRD lacks our validation (or runs upstream's misspelt rule).
     w.api.set_crd_validation(false);
-    let mut p = w.acrpull(bin(), &[]);
+    let mut p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
     obj["spec"]["acr"]["environment"] = json!("AirgappedCloud");
     create_obj(&w, obj);
@@ -747,7 +749,7 @@ fn v1beta2_sovereign_clouds_use_their_arm_audience() {
     let mut w = World::start();
     w.add_granted_registry("gov.azurecr.us");
     w.add_granted_registry("cn.azurecr.cn");
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     for (name, server, env) in [
         ("gov", "gov.azurecr.us", "USGovernmentCloud"),
         ("cn", "cn.azurecr.cn", "ChinaCloud"),
@@ -758,7 +760,7 @@ fn v1beta2_sovereign_clouds_use_their_arm_audience() {
     }
     for (name, server) in [("gov", "gov.azurecr.us"), ("cn", "cn.azurecr.cn")] {
         let b = w.wait_ready(BINDINGS_V1BETA2, NS, name);
-        let s = w.eventually("the secret", || {
+        let s = w.wait_for("the secret", WAIT, || {
             w.api.get("secrets", NS, &format!("acr-pull-{name}"))
         });
         assert_pull_secret(&w, &s, &b, server, name);
@@ -782,7 +784,7 @@ fn v1beta2_sovereign_clouds_use_their_arm_audience() {
 #[test]
 fn v1beta2_several_scopes_are_sent_as_one_field() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let scopes = "repository:a:pull repository:b:pull";
     create_obj(
         &w,
@@ -814,7 +816,7 @@ fn v1beta2_conflicting_writes_are_retried_until_they_converge() {
         w.api
             .inject(Fault::fail(409, Matcher::verb(verb, res)).times(1));
     }
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     let (b, s) = ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
@@ -826,7 +828,7 @@ fn v1beta2_conflicting_writes_are_retried_until_they_converge() {
 fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::from_millis(1500));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api.create_namespace("fresh").unwrap();
     w.api
         .create(
@@ -843,7 +845,7 @@ fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
         )
         .unwrap();
     let b = w.wait_ready(BINDINGS_V1BETA2, "fresh", "b");
-    let s = w.eventually("the secret", || w.api.get("secrets", "fresh", SECRET));
+    let s = w.wait_for("the secret", WAIT, || w.api.get("secrets", "fresh", SECRET));
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     w.wait_pull_secrets("fresh", "default", &[SECRET]);
 }
@@ -851,11 +853,11 @@ fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
 #[test]
 fn v1beta2_new_binding_costs_exactly_four_writes() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.eventually("a pass with nothing to do", || {
+    w.wait_for("a pass with nothing to do", WAIT, || {
         (idle_passes(&p) > 0).then_some(())
     });
     let writes: Vec<String> = w
@@ -892,7 +894,7 @@ fn v1beta2_owned_secret_of_another_type_is_replaced() {
             }),
         )
         .unwrap();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let (b, s) = ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
 }
@@ -900,7 +902,7 @@ fn v1beta2_owned_secret_of_another_type_is_replaced() {
 #[test]
 fn v1beta2_empty_client_id_uses_the_node_identity() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create_obj(&w, binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default"));
     let (b, s) = ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
@@ -911,7 +913,7 @@ fn v1beta2_empty_client_id_uses_the_node_identity() {
 #[test]
 fn v1beta2_deletion_keeps_other_finalizers() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
     obj["metadata"]["finalizers"] = json!(["example.com/other"]);
     create_obj(&w, obj);
@@ -921,7 +923,7 @@ fn v1beta2_deletion_keeps_other_finalizers() {
         json!(["example.com/other", FINALIZER])
     );
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    let b = w.eventually("our finalizer removed", || {
+    let b = w.wait_for("our finalizer removed", WAIT, || {
         let b = binding(&w);
         (b["metadata"]["finalizers"] == json!(["example.com/other"])).then_some(b)
     });
@@ -933,16 +935,16 @@ fn v1beta2_deletion_keeps_other_finalizers() {
 #[test]
 fn v1beta2_restarted_controller_makes_no_writes_and_no_token_requests() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.eventually("settled", || (idle_passes(&p) > 0).then_some(()));
+    w.wait_for("settled", WAIT, || (idle_passes(&p) > 0).then_some(()));
     drop(p);
     w.api.clear_log();
     let azure = w.azure.shared.requests().len();
-    let p = w.acrpull(bin(), &[]);
-    w.eventually("a pass with nothing to do", || {
+    let p = acrpull(&mut w, &[]);
+    w.wait_for("a pass with nothing to do", WAIT, || {
         (idle_passes(&p) > 0).then_some(())
     });
     assert!(
@@ -988,7 +990,7 @@ fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
             }),
         )
         .unwrap();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     w.wait_pull_secrets(NS, "delegate", &[SECRET]);
     assert_eq!(
@@ -1013,7 +1015,7 @@ fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
                    "automountServiceAccountToken": false}),
         )
         .unwrap();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "robot");
     ready(&w);
     w.wait_pull_secrets(NS, "robot", &[SECRET]);
@@ -1027,7 +1029,7 @@ fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
 #[test]
 fn v1beta2_namespace_deletion_completes() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.namespace("team");
     w.api
         .create(
@@ -1057,7 +1059,7 @@ fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
     let mut w = World::start();
     // As on a cluster whose CRD lacks our validation.
     w.api.set_crd_validation(false);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let id = identity(1);
     let cases = [
         (
@@ -1090,7 +1092,7 @@ fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
     assert!(w.azure.shared.requests().is_empty(), "no Azure request");
     // Deletion needs no valid spec.
     w.api.delete(BINDINGS_V1BETA2, NS, "both-ids").unwrap();
-    w.eventually("the invalid binding gone", || {
+    w.wait_for("the invalid binding gone", WAIT, || {
         w.api
             .get(BINDINGS_V1BETA2, NS, "both-ids")
             .is_none()
@@ -1104,7 +1106,7 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
     let mut w = World::start();
     w.add_registry("strict.azurecr.io", Audiences::AcrOnly);
     w.grant(&identity(1).object_id, "strict.azurecr.io", "*", &["pull"]);
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create_obj(
         &w,
         binding_v1beta2(
@@ -1121,9 +1123,9 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
     assert!(err.starts_with("failed to retrieve ACR token: "), "{err}");
     drop(p);
 
-    let _p = w.acrpull(bin(), &["--entra-audience=acr"]);
+    let _p = acrpull(&mut w, &["--entra-audience=acr"]);
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.eventually("the secret", || secret(&w));
+    let s = w.wait_for("the secret", WAIT, || secret(&w));
     assert_pull_secret(&w, &s, &b, "strict.azurecr.io", "b");
     let imds = w.azure.imds.counters();
     assert!(
@@ -1137,7 +1139,7 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
 #[test]
 fn v1beta2_corrupted_secret_annotations_mean_regenerate() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "default");
     ready(&w);
     for (key, value) in [
@@ -1149,7 +1151,7 @@ fn v1beta2_corrupted_secret_annotations_mean_regenerate() {
         w.edit("secrets", NS, SECRET, |o| {
             o["metadata"]["annotations"][key] = value.clone();
         });
-        let s = w.eventually("the secret regenerated", || {
+        let s = w.wait_for("the secret regenerated", WAIT, || {
             secret(&w).filter(|s| {
                 s["metadata"]["annotations"][key] != value
                     && s["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
