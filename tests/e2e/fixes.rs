@@ -1,5 +1,6 @@
 //! End to end, one regression test per upstream bug we fix (spec §9, §1.2, §2.5, §2.10): each
-//! shows the fixed behaviour with the real binary against the emulated cluster.
+//! shows the fixed behaviour with the real binary against the emulated cluster. The fix both API
+//! versions share, deletion with the ServiceAccount gone, is a scenario in `versions`.
 
 use std::time::Duration;
 
@@ -10,14 +11,10 @@ use acrpull_testkit::world::{
 };
 use serde_json::{json, Value};
 
-use crate::acrpull;
+use crate::{acrpull, now_unix};
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 fn v2(name: &str, sa: &str) -> Value {
     binding_v1beta2(NS, name, REGISTRY, SCOPE, &identity(1).client_id, sa)
@@ -302,23 +299,6 @@ fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
     assert_eq!(s["metadata"]["labels"][BINDING_LABEL], "b");
     let b = w.api.get(BINDINGS_V1BETA2, NS, "b").unwrap();
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
-}
-
-#[test]
-fn fix_v1beta1_deletion_completes_when_the_service_account_is_missing() {
-    let mut w = World::start();
-    w.service_account(NS, "robot", json!({}));
-    let _p = acrpull(&mut w, &[]);
-    w.api
-        .create(BINDINGS_V1BETA1, NS, v1("b", "robot"))
-        .unwrap();
-    w.wait_ready(BINDINGS_V1BETA1, NS, "b");
-    w.api.delete("serviceaccounts", NS, "robot").unwrap();
-    w.api.delete(BINDINGS_V1BETA1, NS, "b").unwrap();
-    w.wait_for("the binding gone", WAIT, || {
-        w.api.get(BINDINGS_V1BETA1, NS, "b").is_none().then_some(())
-    });
-    assert!(w.api.get("secrets", NS, "b-msi-acrpull-secret").is_none());
 }
 
 #[test]

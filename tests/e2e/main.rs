@@ -27,6 +27,7 @@ mod token_safety;
 mod tokens;
 mod v1beta1;
 mod v1beta2;
+mod versions;
 mod watch;
 mod workload;
 
@@ -42,4 +43,9 @@ fn acrpull(w: &mut World, args: &[&str]) -> Acrpull {
         ..AcrpullOptions::default()
     };
     w.start_acrpull(bin(), &opts)
+}
+
+/// The wall clock in Unix seconds, to compare with the RFC 3339 times of Secrets and status.
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -1,134 +1,32 @@
-//! End to end, every v1beta2 reconcile scenario of spec §7 (1–4, 8–25): the real acrpull binary
+//! End to end, the v1beta2 reconcile scenarios of spec §7 (1–4, 8–25): the real acrpull binary
 //! against the emulated API server and the fake Azure, asserting the objects the server holds.
+//! The scenarios v1beta1 shares are written once, in `versions`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
-    assert_pull_secret, binding_v1beta2, identity, jwt_expiry, parse_rfc3339, rfc3339, World,
-    BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, INPUTS_ANNOTATION, REFRESH_ANNOTATION, REGISTRY,
-    WAIT,
+    assert_pull_secret, binding_v1beta2, identity, parse_rfc3339, rfc3339, World, BINDING_LABEL,
+    EXPIRY_ANNOTATION, FINALIZER, INPUTS_ANNOTATION, REFRESH_ANNOTATION, REGISTRY, WAIT,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::acrpull;
+use crate::versions::{annotation, scenarios, Version, NS, SCOPE};
+use crate::{acrpull, now_unix};
 
-const NS: &str = "default";
-const SCOPE: &str = "repository:app:pull";
+const V: Version = Version::V1beta2;
 const SECRET: &str = "acr-pull-b";
 
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Creates binding `b` in `default` for identity 1 targeting `sa`.
-fn create(w: &World, sa: &str) -> Value {
-    create_obj(
-        w,
-        binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, sa),
-    )
-}
-
-fn create_obj(w: &World, obj: Value) -> Value {
-    w.api
-        .create(BINDINGS_V1BETA2, NS, obj)
-        .expect("the binding can be created")
-}
-
-fn binding(w: &World) -> Value {
-    w.api
-        .get(BINDINGS_V1BETA2, NS, "b")
-        .expect("the binding exists")
-}
-
-fn secret(w: &World) -> Option<Value> {
-    w.api.get("secrets", NS, SECRET)
-}
-
-/// Waits for a ready binding `b` and returns (binding, secret).
-fn ready(w: &World) -> (Value, Value) {
-    let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.wait_for("the pull secret", WAIT, || secret(w));
-    (b, s)
-}
-
-fn annotation(s: &Value, key: &str) -> String {
-    s["metadata"]["annotations"][key]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// An owned Secret from an older naming scheme, as an earlier acrpull version left it.
-fn old_scheme_secret(b: &Value, name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {
-            "name": name, "namespace": NS,
-            "labels": {BINDING_LABEL: "b"},
-            "ownerReferences": [{
-                "apiVersion": "acrpull.microsoft.com/v1beta2", "kind": "AcrPullBinding",
-                "name": "b", "uid": b["metadata"]["uid"], "controller": true,
-                "blockOwnerDeletion": true
-            }]
-        },
-        "data": {".dockerconfigjson": "e30="}
-    })
-}
-
-/// Counts acrpull log lines of completed passes over `default/b` that made no write.
-fn idle_passes(p: &acrpull_testkit::world::Acrpull) -> usize {
-    p.log
-        .lines()
-        .iter()
-        .filter(|l| l.contains("default/b (v1beta2): reconciled in") && l.contains("with 0 writes"))
-        .count()
-}
+scenarios!(V);
 
 #[test]
-fn v1beta2_scenario_01_new_binding_gets_the_finalizer() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let b = w.wait_for("the finalizer", WAIT, || {
-        let b = w.api.get(BINDINGS_V1BETA2, NS, "b")?;
-        b["metadata"]["finalizers"].is_array().then_some(b)
-    });
-    assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]));
-}
-
-#[test]
-fn v1beta2_scenario_02_missing_service_account_is_a_status_error_until_it_appears() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "missing");
-    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
-    assert_eq!(
-        b["status"]["error"],
-        "service account \"missing\" not found"
-    );
-    assert!(b["status"]["tokenExpirationTime"].is_null(), "{b}");
-    assert!(secret(&w).is_none(), "no Secret while the SA is missing");
-    assert_eq!(
-        w.azure.imds.counters().requests,
-        0,
-        "no token while the SA is missing"
-    );
-
-    w.service_account(NS, "missing", json!({}));
-    let (b, s) = ready(&w);
-    assert_pull_secret(&w, &s, &b, REGISTRY, "b");
-    w.wait_pull_secrets(NS, "missing", &[SECRET]);
-}
-
-#[test]
-fn v1beta2_scenario_03_managed_identity_by_resource_id_creates_the_secret() {
+fn scenario_03_managed_identity_by_resource_id_creates_the_secret() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default");
     obj["spec"]["auth"] = json!({"managedIdentity": {"resourceID": identity(1).resource_id}});
-    create_obj(&w, obj);
-    let (b, s) = ready(&w);
+    V.create_obj(&w, obj);
+    let (b, s) = V.ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     let imds = w.azure.imds.counters();
     assert_eq!(
@@ -148,77 +46,10 @@ fn v1beta2_scenario_03_managed_identity_by_resource_id_creates_the_secret() {
 }
 
 #[test]
-fn v1beta2_scenario_04_and_12_managed_identity_by_client_id_creates_secret_reference_and_status() {
+fn scenario_09_disallowed_server_fails_before_any_token_request() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, s) = ready(&w);
-    let password = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
-    assert_eq!(s["metadata"]["name"], SECRET);
-    assert_eq!(
-        s["metadata"]["labels"].as_object().map(|l| l.len()),
-        Some(1)
-    );
-    assert_eq!(
-        s["metadata"]["annotations"].as_object().map(|a| a.len()),
-        Some(3)
-    );
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-    // Scenario 12: the status mirrors the Secret's annotations.
-    let b = w.wait_for("status matching the secret", WAIT, || {
-        let b = binding(&w);
-        let s = secret(&w)?;
-        (b["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str()
-            && b["status"]["lastTokenRefreshTime"] == annotation(&s, REFRESH_ANNOTATION).as_str())
-        .then_some(b)
-    });
-    assert_eq!(
-        b["status"]["tokenExpirationTime"]
-            .as_str()
-            .map(str::to_string),
-        jwt_expiry(&password)
-    );
-    let refreshed = parse_rfc3339(b["status"]["lastTokenRefreshTime"].as_str().unwrap_or(""))
-        .expect("lastTokenRefreshTime parses");
-    assert!(
-        (refreshed - now_unix()).abs() < 60,
-        "refresh time is about now"
-    );
-    let acr = w.azure.acr.counters();
-    let oid = identity(1).object_id;
-    assert_eq!(
-        acr.exchanges.get(&(REGISTRY.into(), oid.clone())),
-        Some(&1),
-        "{acr:?}"
-    );
-    assert_eq!(
-        acr.tokens.get(&(REGISTRY.into(), oid, SCOPE.into())),
-        Some(&1),
-        "{acr:?}"
-    );
-}
-
-#[test]
-fn v1beta2_scenario_08_arm_token_failure_is_a_status_error() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    let unknown = "00000000-0000-0000-0000-000000000099";
-    create_obj(
-        &w,
-        binding_v1beta2(NS, "b", REGISTRY, SCOPE, unknown, "default"),
-    );
-    let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
-    let err = b["status"]["error"].as_str().unwrap_or_default();
-    assert!(err.starts_with("failed to retrieve ARM token: "), "{err}");
-    assert!(secret(&w).is_none());
-    assert!(w.pull_secrets(NS, "default").is_empty());
-}
-
-#[test]
-fn v1beta2_scenario_09_disallowed_server_fails_before_any_token_request() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(
             NS,
@@ -237,15 +68,15 @@ fn v1beta2_scenario_09_disallowed_server_fails_before_any_token_request() {
     assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]));
     assert_eq!(w.azure.imds.counters().requests, 0);
     assert!(w.azure.shared.requests().is_empty(), "no Azure request");
-    assert!(secret(&w).is_none());
+    assert!(V.secret(&w).is_none());
 }
 
 #[test]
-fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
+fn scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &["--allowed-acr-server-suffixes=azurecr.io"]);
     w.add_granted_registry("other.azurecr.cn");
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(
             NS,
@@ -274,7 +105,7 @@ fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
             &format!("--connect-to=registry.example.com={addr}"),
         ],
     );
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(
             NS,
@@ -293,43 +124,14 @@ fn v1beta2_scenario_09_allow_list_flag_restricts_and_star_disables_the_check() {
 }
 
 #[test]
-fn v1beta2_scenario_10_removed_reference_is_added_back() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.set_pull_secrets(NS, "default", &[]);
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-}
-
-#[test]
-fn v1beta2_scenario_11_pull_secrets_are_sorted_unrelated_then_v1beta2_then_v1beta1() {
-    let mut w = World::start();
-    w.set_pull_secrets(
-        NS,
-        "default",
-        &["zz-user", "previous-msi-acrpull-secret", "aa-user"],
-    );
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
-    w.wait_pull_secrets(
-        NS,
-        "default",
-        &["aa-user", "zz-user", SECRET, "previous-msi-acrpull-secret"],
-    );
-}
-
-#[test]
-fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
+fn scenario_13_secret_refreshed_past_half_life() {
     let mut w = World::start();
     w.azure
         .acr
         .set_access_token_lifetime(Duration::from_secs(4));
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, s) = ready(&w);
+    V.create(&w);
+    let (b, s) = V.ready(&w);
     let first = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     let issued = parse_rfc3339(&annotation(&s, REFRESH_ANNOTATION)).expect("refresh parses");
     let expiry = parse_rfc3339(&annotation(&s, EXPIRY_ANNOTATION)).expect("expiry parses");
@@ -346,24 +148,25 @@ fn v1beta2_scenario_13_secret_refreshed_past_half_life() {
         o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
     });
     let s = w.wait_for("a refreshed secret", WAIT, || {
-        secret(&w).filter(|s| annotation(s, EXPIRY_ANNOTATION) != rfc3339(expiry).unwrap())
+        V.secret(&w)
+            .filter(|s| annotation(s, EXPIRY_ANNOTATION) != rfc3339(expiry).unwrap())
     });
-    let b = binding(&w);
+    let b = V.get(&w);
     let second = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     assert_ne!(first, second, "a new token");
     assert!(parse_rfc3339(&annotation(&s, EXPIRY_ANNOTATION)).unwrap() > now_unix() + 3000);
     w.wait_for("status of the new token", WAIT, || {
-        (binding(&w)["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str())
+        (V.get(&w)["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str())
             .then_some(())
     });
 }
 
 #[test]
-fn v1beta2_scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
+fn scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
+    V.create(&w);
+    V.ready(&w);
     // Upstream's table row: refreshed 36 s ago, expiring in 24 s = past 50 % of the lifetime.
     let refresh = rfc3339(now_unix() - 36).unwrap();
     let expiry = rfc3339(now_unix() + 24).unwrap();
@@ -372,98 +175,20 @@ fn v1beta2_scenario_13_doctored_annotations_past_the_boundary_are_replaced() {
         o["metadata"]["annotations"][EXPIRY_ANNOTATION] = json!(expiry);
     });
     let s = w.wait_for("the secret rewritten", WAIT, || {
-        secret(&w).filter(|s| annotation(s, EXPIRY_ANNOTATION) != expiry)
+        V.secret(&w)
+            .filter(|s| annotation(s, EXPIRY_ANNOTATION) != expiry)
     });
-    assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
+    assert_pull_secret(&w, &s, &V.get(&w), REGISTRY, "b");
     assert!(parse_rfc3339(&annotation(&s, EXPIRY_ANNOTATION)).unwrap() > now_unix() + 600);
 }
 
 #[test]
-fn v1beta2_scenario_14_stale_status_is_corrected() {
-    let mut w = World::start();
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (_, s) = ready(&w);
-    w.edit_status(BINDINGS_V1BETA2, NS, "b", |o| {
-        o["status"]["lastTokenRefreshTime"] = json!("2020-01-01T00:00:00Z");
-        o["status"]["tokenExpirationTime"] = json!("2020-01-01T01:00:00Z");
-    });
-    w.wait_for("the status corrected", WAIT, || {
-        let b = binding(&w);
-        (b["status"]["tokenExpirationTime"] == annotation(&s, EXPIRY_ANNOTATION).as_str()
-            && b["status"]["lastTokenRefreshTime"] == annotation(&s, REFRESH_ANNOTATION).as_str())
-        .then_some(())
-    });
-}
-
-#[test]
-fn v1beta2_scenarios_15_16_extraneous_reference_removed_then_old_secret_deleted() {
-    let mut w = World::start();
-    let p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, _) = ready(&w);
-    drop(p);
-    let old = "acr-pull-b-0123456789";
-    w.api
-        .create("secrets", NS, old_scheme_secret(&b, old))
-        .unwrap();
-    w.set_pull_secrets(NS, "default", &[SECRET, old]);
-    w.api.clear_log();
-    let _p = acrpull(&mut w, &[]);
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.wait_for("the old secret deleted", WAIT, || {
-        w.api.get("secrets", NS, old).is_none().then_some(())
-    });
-    assert!(secret(&w).is_some());
-    let writes = w.controller_writes();
-    let unref = writes
-        .iter()
-        .position(|r| r.resource == "serviceaccounts" && r.verb == "patch");
-    let delete = writes
-        .iter()
-        .position(|r| r.resource == "secrets" && r.verb == "delete" && r.name == old);
-    assert!(
-        unref.is_some() && unref < delete,
-        "unreference before delete: {writes:?}"
-    );
-}
-
-#[test]
-fn v1beta2_scenario_17_up_to_date_binding_makes_no_writes_and_no_token_requests() {
-    let mut w = World::start();
-    let p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-    let settled = w.wait_for("a pass with nothing to do", WAIT, || {
-        let n = idle_passes(&p);
-        (n > 0).then_some(n)
-    });
-    w.api.clear_log();
-    let imds = w.azure.imds.counters();
-    let acr = w.azure.acr.counters();
-    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
-        o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
-    });
-    w.wait_for("the pass after the poke", WAIT, || {
-        (idle_passes(&p) > settled).then_some(())
-    });
-    assert!(
-        w.controller_writes().is_empty(),
-        "{:?}",
-        w.controller_writes()
-    );
-    assert_eq!(w.azure.imds.counters(), imds);
-    assert_eq!(w.azure.acr.counters(), acr);
-}
-
-#[test]
-fn v1beta2_scenario_18_changed_service_account_moves_the_reference() {
+fn scenario_18_changed_service_account_moves_the_reference() {
     let mut w = World::start();
     w.service_account(NS, "other", json!({}));
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (_, s) = ready(&w);
+    V.create(&w);
+    let (_, s) = V.ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
     let inputs = annotation(&s, INPUTS_ANNOTATION);
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
@@ -473,155 +198,35 @@ fn v1beta2_scenario_18_changed_service_account_moves_the_reference() {
     w.wait_pull_secrets(NS, "default", &[]);
     // The ServiceAccount is part of v1beta2's inputs hash: the Secret is regenerated.
     let s = w.wait_for("a regenerated secret", WAIT, || {
-        secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
+        V.secret(&w)
+            .filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
-    assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
+    assert_pull_secret(&w, &s, &V.get(&w), REGISTRY, "b");
 }
 
 #[test]
-fn v1beta2_scenario_19_service_account_change_during_cleanup_removes_every_owned_name() {
-    let mut w = World::start();
-    w.service_account(NS, "other", json!({}));
-    let p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, _) = ready(&w);
-    drop(p);
-    let old = "acr-pull-b-0123456789";
-    w.api
-        .create("secrets", NS, old_scheme_secret(&b, old))
-        .unwrap();
-    w.set_pull_secrets(NS, "default", &[SECRET, old, "extraneous"]);
-    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
-        o["spec"]["serviceAccountName"] = json!("other");
-    });
-    let _p = acrpull(&mut w, &[]);
-    w.wait_pull_secrets(NS, "default", &["extraneous"]);
-    w.wait_pull_secrets(NS, "other", &[SECRET]);
-    w.wait_for("the old secret deleted", WAIT, || {
-        w.api.get("secrets", NS, old).is_none().then_some(())
-    });
-}
-
-#[test]
-fn v1beta2_scenario_20_changed_server_regenerates_the_secret() {
-    let mut w = World::start();
-    w.add_granted_registry("other.azurecr.io");
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (_, s) = ready(&w);
-    let inputs = annotation(&s, INPUTS_ANNOTATION);
-    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
-        o["spec"]["acr"]["server"] = json!("other.azurecr.io");
-    });
-    let s = w.wait_for("a secret for the new server", WAIT, || {
-        secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
-    });
-    assert_pull_secret(&w, &s, &binding(&w), "other.azurecr.io", "b");
-    let acr = w.azure.acr.counters();
-    assert_eq!(
-        acr.exchanges
-            .get(&("other.azurecr.io".into(), identity(1).object_id)),
-        Some(&1),
-        "{acr:?}"
-    );
-    w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-}
-
-#[test]
-fn v1beta2_scenario_21_changed_client_id_regenerates_the_secret() {
-    let mut w = World::start();
-    let two = w.add_identity(2);
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (_, s) = ready(&w);
-    let inputs = annotation(&s, INPUTS_ANNOTATION);
-    w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
-        o["spec"]["auth"]["managedIdentity"]["clientID"] = json!(two.client_id);
-    });
-    let s = w.wait_for("a secret for the new identity", WAIT, || {
-        secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
-    });
-    assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
-    let acr = w.azure.acr.counters();
-    assert_eq!(
-        acr.tokens
-            .get(&(REGISTRY.into(), two.object_id.clone(), SCOPE.into())),
-        Some(&1),
-        "{acr:?}"
-    );
-}
-
-#[test]
-fn v1beta2_scenario_22_switch_to_resource_id_regenerates_the_secret() {
+fn scenario_22_switch_to_resource_id_regenerates_the_secret() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (_, s) = ready(&w);
+    V.create(&w);
+    let (_, s) = V.ready(&w);
     let inputs = annotation(&s, INPUTS_ANNOTATION);
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
         o["spec"]["auth"]["managedIdentity"] = json!({"resourceID": identity(1).resource_id});
     });
     let s = w.wait_for("a secret for the resource ID", WAIT, || {
-        secret(&w).filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
+        V.secret(&w)
+            .filter(|s| annotation(s, INPUTS_ANNOTATION) != inputs)
     });
-    assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
+    assert_pull_secret(&w, &s, &V.get(&w), REGISTRY, "b");
 }
 
 #[test]
-fn v1beta2_scenarios_23_25_deletion_unreferences_deletes_the_secret_then_drops_the_finalizer() {
-    let mut w = World::start();
-    w.set_pull_secrets(NS, "default", &["user-secret"]);
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
-    w.wait_pull_secrets(NS, "default", &["user-secret", SECRET]);
-    w.api.clear_log();
-    w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.wait_for("the binding gone", WAIT, || {
-        w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
-    });
-    assert!(secret(&w).is_none());
-    assert_eq!(w.pull_secrets(NS, "default"), ["user-secret"]);
-    let writes = w.controller_writes();
-    // The main resource only: a late status write of the last pass may show up too.
-    let at = |res: &str, verb: &str| {
-        writes
-            .iter()
-            .position(|r| r.resource == res && r.verb == verb && r.subresource.is_empty())
-            .unwrap_or_else(|| panic!("no {verb} {res}: {writes:?}"))
-    };
-    let unref = at("serviceaccounts", "patch");
-    let delete = at("secrets", "delete");
-    let finalizer = at("acrpullbindings", "patch");
-    assert!(unref < delete && delete < finalizer, "{writes:?}");
-}
-
-#[test]
-fn v1beta2_deletion_completes_when_the_service_account_is_missing() {
-    let mut w = World::start();
-    w.service_account(NS, "robot", json!({}));
-    let _p = acrpull(&mut w, &[]);
-    create(&w, "robot");
-    ready(&w);
-    w.api.delete("serviceaccounts", NS, "robot").unwrap();
-    w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| {
-        e == "service account \"robot\" not found"
-    });
-    let started = Instant::now();
-    w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.wait_for("the binding gone", WAIT, || {
-        w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
-    });
-    assert!(secret(&w).is_none());
-    assert!(started.elapsed() < Duration::from_secs(10));
-}
-
-#[test]
-fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
+fn failure_keeps_times_secret_and_reference_then_recovers() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (good, s) = ready(&w);
+    V.create(&w);
+    let (good, s) = V.ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
     // Upstream's e2e: a scope the registry refuses.
     w.edit(BINDINGS_V1BETA2, NS, "b", |o| {
@@ -638,7 +243,7 @@ fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
         bad["status"]["lastTokenRefreshTime"],
         good["status"]["lastTokenRefreshTime"]
     );
-    let kept = secret(&w).expect("the previous secret is kept");
+    let kept = V.secret(&w).expect("the previous secret is kept");
     assert_eq!(kept["data"], s["data"]);
     assert_eq!(w.pull_secrets(NS, "default"), [SECRET]);
 
@@ -650,26 +255,27 @@ fn v1beta2_failure_keeps_times_secret_and_reference_then_recovers() {
 }
 
 #[test]
-fn v1beta2_secret_deleted_by_a_user_is_recreated() {
+fn secret_deleted_by_a_user_is_recreated() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, s) = ready(&w);
+    V.create(&w);
+    let (b, s) = V.ready(&w);
     w.api.delete("secrets", NS, SECRET).unwrap();
     let again = w.wait_for("the secret recreated", WAIT, || {
-        secret(&w).filter(|n| n["metadata"]["uid"] != s["metadata"]["uid"])
+        V.secret(&w)
+            .filter(|n| n["metadata"]["uid"] != s["metadata"]["uid"])
     });
     assert_pull_secret(&w, &again, &b, REGISTRY, "b");
     assert_eq!(w.pull_secrets(NS, "default"), [SECRET]);
 }
 
 #[test]
-fn v1beta2_deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
+fn deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
     let mut w = World::start();
     w.service_account(NS, "robot", json!({}));
     let _p = acrpull(&mut w, &[]);
-    create(&w, "robot");
-    let (good, _) = ready(&w);
+    V.create_for(&w, "robot");
+    let (good, _) = V.ready(&w);
     w.api.delete("serviceaccounts", NS, "robot").unwrap();
     let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     assert_eq!(b["status"]["error"], "service account \"robot\" not found");
@@ -677,7 +283,7 @@ fn v1beta2_deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
         b["status"]["tokenExpirationTime"],
         good["status"]["tokenExpirationTime"]
     );
-    assert!(secret(&w).is_some());
+    assert!(V.secret(&w).is_some());
     // Recreated: attached again.
     w.service_account(NS, "robot", json!({}));
     w.wait_pull_secrets(NS, "robot", &[SECRET]);
@@ -685,7 +291,7 @@ fn v1beta2_deleted_service_account_is_a_status_error_and_the_secret_is_kept() {
 }
 
 #[test]
-fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
+fn foreign_secret_with_the_expected_name_is_never_touched() {
     let mut w = World::start();
     let foreign = w
         .api
@@ -698,13 +304,13 @@ fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
         )
         .unwrap();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
+    V.create(&w);
     let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     assert_eq!(
         b["status"]["error"],
         "secret \"acr-pull-b\" exists and is not owned by this binding"
     );
-    let now = secret(&w).unwrap();
+    let now = V.secret(&w).unwrap();
     assert_eq!(
         now["metadata"]["resourceVersion"],
         foreign["metadata"]["resourceVersion"]
@@ -716,20 +322,20 @@ fn v1beta2_foreign_secret_with_the_expected_name_is_never_touched() {
         w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
     });
     assert_eq!(
-        secret(&w).unwrap()["metadata"]["uid"],
+        V.secret(&w).unwrap()["metadata"]["uid"],
         foreign["metadata"]["uid"]
     );
 }
 
 #[test]
-fn v1beta2_airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
+fn airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
     let mut w = World::start();
     // As on a cluster whose CRD lacks our validation (or runs upstream's misspelt rule).
     w.api.set_crd_validation(false);
     let mut p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
     obj["spec"]["acr"]["environment"] = json!("AirgappedCloud");
-    create_obj(&w, obj);
+    V.create_obj(&w, obj);
     let b = w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
     assert_eq!(
         b["status"]["error"],
@@ -737,7 +343,7 @@ fn v1beta2_airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
     );
     assert!(p.exited().is_none(), "acrpull keeps running");
     // And it still serves other bindings.
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(NS, "c", REGISTRY, SCOPE, &identity(1).client_id, "default"),
     );
@@ -745,7 +351,7 @@ fn v1beta2_airgapped_without_cloud_config_is_a_status_error_not_a_crash() {
 }
 
 #[test]
-fn v1beta2_sovereign_clouds_use_their_arm_audience() {
+fn sovereign_clouds_use_their_arm_audience() {
     let mut w = World::start();
     w.add_granted_registry("gov.azurecr.us");
     w.add_granted_registry("cn.azurecr.cn");
@@ -756,7 +362,7 @@ fn v1beta2_sovereign_clouds_use_their_arm_audience() {
     ] {
         let mut obj = binding_v1beta2(NS, name, server, SCOPE, &identity(1).client_id, "default");
         obj["spec"]["acr"]["environment"] = json!(env);
-        create_obj(&w, obj);
+        V.create_obj(&w, obj);
     }
     for (name, server) in [("gov", "gov.azurecr.us"), ("cn", "cn.azurecr.cn")] {
         let b = w.wait_ready(BINDINGS_V1BETA2, NS, name);
@@ -782,15 +388,15 @@ fn v1beta2_sovereign_clouds_use_their_arm_audience() {
 }
 
 #[test]
-fn v1beta2_several_scopes_are_sent_as_one_field() {
+fn several_scopes_are_sent_as_one_field() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let scopes = "repository:a:pull repository:b:pull";
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(NS, "b", REGISTRY, scopes, &identity(1).client_id, "default"),
     );
-    let (b, s) = ready(&w);
+    let (b, s) = V.ready(&w);
     let password = assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     let acr = w.azure.acr.counters();
     assert_eq!(
@@ -805,7 +411,7 @@ fn v1beta2_several_scopes_are_sent_as_one_field() {
 }
 
 #[test]
-fn v1beta2_conflicting_writes_are_retried_until_they_converge() {
+fn conflicting_writes_are_retried_until_they_converge() {
     use acrpull_testkit::kube::{Fault, Matcher};
     let mut w = World::start();
     for (verb, res) in [
@@ -817,15 +423,15 @@ fn v1beta2_conflicting_writes_are_retried_until_they_converge() {
             .inject(Fault::fail(409, Matcher::verb(verb, res)).times(1));
     }
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    let (b, s) = ready(&w);
+    V.create(&w);
+    let (b, s) = V.ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     w.wait_pull_secrets(NS, "default", &[SECRET]);
     assert_eq!(b["metadata"]["finalizers"], json!([FINALIZER]));
 }
 
 #[test]
-fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
+fn binding_in_a_new_namespace_waits_for_its_service_account() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::from_millis(1500));
     let _p = acrpull(&mut w, &[]);
@@ -851,35 +457,9 @@ fn v1beta2_binding_in_a_new_namespace_waits_for_its_service_account() {
 }
 
 #[test]
-fn v1beta2_new_binding_costs_exactly_four_writes() {
+fn owned_secret_of_another_type_is_replaced() {
     let mut w = World::start();
-    let p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
-    w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.wait_for("a pass with nothing to do", WAIT, || {
-        (idle_passes(&p) > 0).then_some(())
-    });
-    let writes: Vec<String> = w
-        .controller_writes()
-        .iter()
-        .map(|r| format!("{} {} {}", r.verb, r.resource, r.subresource))
-        .collect();
-    assert_eq!(
-        writes,
-        [
-            "patch acrpullbindings ",
-            "create secrets ",
-            "patch serviceaccounts ",
-            "patch acrpullbindings status"
-        ]
-    );
-}
-
-#[test]
-fn v1beta2_owned_secret_of_another_type_is_replaced() {
-    let mut w = World::start();
-    let b = create(&w, "default");
+    let b = V.create(&w);
     w.api
         .create(
             "secrets",
@@ -895,28 +475,28 @@ fn v1beta2_owned_secret_of_another_type_is_replaced() {
         )
         .unwrap();
     let _p = acrpull(&mut w, &[]);
-    let (b, s) = ready(&w);
+    let (b, s) = V.ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
 }
 
 #[test]
-fn v1beta2_empty_client_id_uses_the_node_identity() {
+fn empty_client_id_uses_the_node_identity() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create_obj(&w, binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default"));
-    let (b, s) = ready(&w);
+    V.create_obj(&w, binding_v1beta2(NS, "b", REGISTRY, SCOPE, "", "default"));
+    let (b, s) = V.ready(&w);
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     let imds = w.azure.imds.counters();
     assert_eq!(imds.requests, 1, "{imds:?}");
 }
 
 #[test]
-fn v1beta2_deletion_keeps_other_finalizers() {
+fn deletion_keeps_other_finalizers() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let mut obj = binding_v1beta2(NS, "b", REGISTRY, SCOPE, &identity(1).client_id, "default");
     obj["metadata"]["finalizers"] = json!(["example.com/other"]);
-    create_obj(&w, obj);
+    V.create_obj(&w, obj);
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     assert_eq!(
         b["metadata"]["finalizers"],
@@ -924,28 +504,28 @@ fn v1beta2_deletion_keeps_other_finalizers() {
     );
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
     let b = w.wait_for("our finalizer removed", WAIT, || {
-        let b = binding(&w);
+        let b = V.get(&w);
         (b["metadata"]["finalizers"] == json!(["example.com/other"])).then_some(b)
     });
     assert!(b["metadata"]["deletionTimestamp"].is_string());
-    assert!(secret(&w).is_none());
+    assert!(V.secret(&w).is_none());
     assert!(w.pull_secrets(NS, "default").is_empty());
 }
 
 #[test]
-fn v1beta2_restarted_controller_makes_no_writes_and_no_token_requests() {
+fn restarted_controller_makes_no_writes_and_no_token_requests() {
     let mut w = World::start();
     let p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
+    V.create(&w);
+    V.ready(&w);
     w.wait_pull_secrets(NS, "default", &[SECRET]);
-    w.wait_for("settled", WAIT, || (idle_passes(&p) > 0).then_some(()));
+    w.wait_for("settled", WAIT, || (V.idle_passes(&p) > 0).then_some(()));
     drop(p);
     w.api.clear_log();
     let azure = w.azure.shared.requests().len();
     let p = acrpull(&mut w, &[]);
     w.wait_for("a pass with nothing to do", WAIT, || {
-        (idle_passes(&p) > 0).then_some(())
+        (V.idle_passes(&p) > 0).then_some(())
     });
     assert!(
         w.controller_writes().is_empty(),
@@ -956,10 +536,10 @@ fn v1beta2_restarted_controller_makes_no_writes_and_no_token_requests() {
 }
 
 #[test]
-fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
+fn secret_written_by_upstream_is_kept_as_it_is() {
     let mut w = World::start();
     w.service_account(NS, "delegate", json!({}));
-    let b = create_obj(
+    let b = V.create_obj(
         &w,
         binding_v1beta2(
             NS,
@@ -994,7 +574,7 @@ fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     w.wait_pull_secrets(NS, "delegate", &[SECRET]);
     assert_eq!(
-        secret(&w).unwrap()["metadata"]["resourceVersion"],
+        V.secret(&w).unwrap()["metadata"]["resourceVersion"],
         upstream["metadata"]["resourceVersion"],
         "not regenerated"
     );
@@ -1002,7 +582,7 @@ fn v1beta2_secret_written_by_upstream_is_kept_as_it_is() {
 }
 
 #[test]
-fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
+fn service_account_fields_other_than_pull_secrets_are_untouched() {
     let mut w = World::start();
     w.api
         .create(
@@ -1016,8 +596,8 @@ fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
         )
         .unwrap();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "robot");
-    ready(&w);
+    V.create_for(&w, "robot");
+    V.ready(&w);
     w.wait_pull_secrets(NS, "robot", &[SECRET]);
     let sa = w.api.get("serviceaccounts", NS, "robot").unwrap();
     assert_eq!(sa["secrets"], json!([{"name": "robot-token"}]));
@@ -1027,7 +607,7 @@ fn v1beta2_service_account_fields_other_than_pull_secrets_are_untouched() {
 }
 
 #[test]
-fn v1beta2_namespace_deletion_completes() {
+fn namespace_deletion_completes() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     w.namespace("team");
@@ -1055,7 +635,7 @@ fn v1beta2_namespace_deletion_completes() {
 }
 
 #[test]
-fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
+fn specs_the_crd_would_refuse_are_status_errors() {
     let mut w = World::start();
     // As on a cluster whose CRD lacks our validation.
     w.api.set_crd_validation(false);
@@ -1082,7 +662,7 @@ fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
     for (name, auth, _) in &cases {
         let mut obj = binding_v1beta2(NS, name, REGISTRY, SCOPE, "", "default");
         obj["spec"]["auth"] = auth.clone();
-        create_obj(&w, obj);
+        V.create_obj(&w, obj);
     }
     for (name, _, message) in &cases {
         let b = w.wait_error(BINDINGS_V1BETA2, NS, name, |e| !e.is_empty());
@@ -1101,13 +681,13 @@ fn v1beta2_specs_the_crd_would_refuse_are_status_errors() {
 }
 
 #[test]
-fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
+fn acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
     use acrpull_testkit::azure::Audiences;
     let mut w = World::start();
     w.add_registry("strict.azurecr.io", Audiences::AcrOnly);
     w.grant(&identity(1).object_id, "strict.azurecr.io", "*", &["pull"]);
     let p = acrpull(&mut w, &[]);
-    create_obj(
+    V.create_obj(
         &w,
         binding_v1beta2(
             NS,
@@ -1125,7 +705,7 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
 
     let _p = acrpull(&mut w, &["--entra-audience=acr"]);
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.wait_for("the secret", WAIT, || secret(&w));
+    let s = w.wait_for("the secret", WAIT, || V.secret(&w));
     assert_pull_secret(&w, &s, &b, "strict.azurecr.io", "b");
     let imds = w.azure.imds.counters();
     assert!(
@@ -1137,26 +717,26 @@ fn v1beta2_acr_audience_mode_works_with_registries_that_refuse_arm_tokens() {
 }
 
 #[test]
-fn v1beta2_corrupted_secret_annotations_mean_regenerate() {
+fn corrupted_secret_annotations_mean_regenerate() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
-    create(&w, "default");
-    ready(&w);
+    V.create(&w);
+    V.ready(&w);
     for (key, value) in [
         (EXPIRY_ANNOTATION, json!("not a time")),
         (REFRESH_ANNOTATION, json!("")),
         (INPUTS_ANNOTATION, json!("stale")),
     ] {
-        let before = secret(&w).unwrap();
+        let before = V.secret(&w).unwrap();
         w.edit("secrets", NS, SECRET, |o| {
             o["metadata"]["annotations"][key] = value.clone();
         });
         let s = w.wait_for("the secret regenerated", WAIT, || {
-            secret(&w).filter(|s| {
+            V.secret(&w).filter(|s| {
                 s["metadata"]["annotations"][key] != value
                     && s["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
             })
         });
-        assert_pull_secret(&w, &s, &binding(&w), REGISTRY, "b");
+        assert_pull_secret(&w, &s, &V.get(&w), REGISTRY, "b");
     }
 }
