@@ -21,7 +21,6 @@ mod observability;
 mod policy;
 mod registry;
 mod sharding;
-mod smoke;
 mod status;
 mod token_safety;
 mod tokens;

@@ -52,7 +52,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn every_metric_family_has_values_after_real_work() {
     let mut w = World::start();
-    let (_p, m, _) = start(&mut w);
+    let (_p, m, h) = start(&mut w);
     w.api
         .create(
             BINDINGS_V1BETA2,
@@ -78,6 +78,17 @@ fn every_metric_family_has_values_after_real_work() {
                 .filter(|t| value(t, "acrpull_bindings{state=\"ready\"}") == Some(1.0))
         },
     );
+    // One binding: exactly one Secret created from exactly one IMDS token.
+    for series in [
+        "acrpull_secret_writes_total{op=\"create\"}",
+        "acrpull_token_requests_total{upstream=\"imds\",outcome=\"ok\"}",
+    ] {
+        assert_eq!(value(&text, series), Some(1.0), "{series}:\n{text}");
+    }
+    for probe in ["readyz", "healthz"] {
+        let answer = http_get(&format!("http://127.0.0.1:{h}/{probe}"));
+        assert_eq!(answer.map(|(code, _)| code), Some(200), "{probe}");
+    }
     let at_least_one = [
         "acrpull_reconcile_total{result=\"success\"}",
         "acrpull_reconcile_duration_seconds_count",
