@@ -44,7 +44,7 @@ fn is_label_value(v: &str) -> bool {
 }
 
 #[test]
-fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() {
+fn same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() {
     let mut w = World::start();
     let p = acrpull(&mut w, &[]);
     w.api
@@ -106,7 +106,7 @@ fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() 
 }
 
 #[test]
-fn fix_binding_names_longer_than_63_characters_get_a_valid_label() {
+fn binding_names_longer_than_63_characters_get_a_valid_label() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let long = format!("{}-{}", "a".repeat(40), "b".repeat(59));
@@ -138,7 +138,7 @@ fn fix_binding_names_longer_than_63_characters_get_a_valid_label() {
 }
 
 #[test]
-fn fix_binding_names_of_253_characters_get_a_hashed_secret_name() {
+fn binding_names_of_253_characters_get_a_hashed_secret_name() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let long = format!("{}z", "abcdefghi-".repeat(26))[8..].to_string();
@@ -171,7 +171,7 @@ fn fix_binding_names_of_253_characters_get_a_hashed_secret_name() {
 }
 
 #[test]
-fn fix_v1beta1_previous_service_account_is_cleaned_up() {
+fn v1beta1_previous_service_account_is_cleaned_up() {
     let mut w = World::start();
     w.service_account(NS, "first", json!({}));
     w.service_account(NS, "second", json!({}));
@@ -190,7 +190,7 @@ fn fix_v1beta1_previous_service_account_is_cleaned_up() {
 }
 
 #[test]
-fn fix_no_unpaged_or_unselected_cluster_wide_secret_list() {
+fn no_unpaged_or_unselected_cluster_wide_secret_list() {
     let mut w = World::start();
     // Noise: unrelated Secrets, and more labelled ones than one page holds.
     w.namespace("noise");
@@ -269,7 +269,7 @@ fn fix_no_unpaged_or_unselected_cluster_wide_secret_list() {
 }
 
 #[test]
-fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
+fn foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     w.api
@@ -302,7 +302,7 @@ fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
 }
 
 #[test]
-fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
+fn label_selector_with_set_based_grammar_applies_to_both_kinds() {
     let mut w = World::start();
     let labelled = |mut obj: Value, labels: Value| {
         obj["metadata"]["labels"] = labels;
@@ -373,7 +373,7 @@ fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
 }
 
 #[test]
-fn fix_no_secret_is_deleted_before_every_service_account_is_known() {
+fn no_secret_is_deleted_before_every_service_account_is_known() {
     let mut w = World::start();
     w.service_account(NS, "delegate", json!({}));
     let p = acrpull(&mut w, &[]);
@@ -416,7 +416,7 @@ fn fix_no_secret_is_deleted_before_every_service_account_is_known() {
 }
 
 #[test]
-fn fix_binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() {
+fn binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &["--label-selector=team=a"]);
     let mut obj = v2("b", "default");
@@ -445,7 +445,7 @@ fn fix_binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() 
 }
 
 #[test]
-fn fix_throttled_writes_honour_retry_after_and_converge() {
+fn throttled_writes_honour_retry_after_and_converge() {
     let mut w = World::start();
     w.api
         .inject(Fault::throttle(Matcher::verb("create", "secrets"), 1).times(1));

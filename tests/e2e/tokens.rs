@@ -61,7 +61,7 @@ fn watching(w: &World) {
 }
 
 #[test]
-fn tokens_second_binding_with_same_identity_registry_and_scope_costs_no_extra_request() {
+fn second_binding_with_same_identity_registry_and_scope_costs_no_extra_request() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     create(&w, "first", &identity(1).client_id);
@@ -89,7 +89,7 @@ fn tokens_second_binding_with_same_identity_registry_and_scope_costs_no_extra_re
 }
 
 #[test]
-fn tokens_bindings_created_together_share_one_exchange() {
+fn bindings_created_together_share_one_exchange() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let names: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
@@ -107,7 +107,7 @@ fn tokens_bindings_created_together_share_one_exchange() {
 }
 
 #[test]
-fn tokens_failures_back_off_instead_of_retrying_every_second() {
+fn failures_back_off_instead_of_retrying_every_second() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     watching(&w);
@@ -126,7 +126,7 @@ fn tokens_failures_back_off_instead_of_retrying_every_second() {
 }
 
 #[test]
-fn tokens_binding_that_never_succeeded_is_retried_until_it_succeeds() {
+fn binding_that_never_succeeded_is_retried_until_it_succeeds() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     watching(&w);
@@ -146,7 +146,7 @@ fn tokens_binding_that_never_succeeded_is_retried_until_it_succeeds() {
 }
 
 #[test]
-fn tokens_error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
+fn error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     // Real Entra error descriptions carry a trace ID and a timestamp, so no two failures read
@@ -180,7 +180,7 @@ fn tokens_error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
 }
 
 #[test]
-fn tokens_short_lived_token_is_refreshed_before_it_expires() {
+fn short_lived_token_is_refreshed_before_it_expires() {
     let mut w = World::start();
     w.azure
         .acr
@@ -209,7 +209,7 @@ fn tokens_short_lived_token_is_refreshed_before_it_expires() {
 }
 
 #[test]
-fn tokens_never_appear_in_the_log_or_the_status() {
+fn never_appear_in_the_log_or_the_status() {
     let mut w = World::start();
     let p = acrpull(&mut w, &[]);
     create(&w, "b", &identity(1).client_id);
@@ -242,7 +242,7 @@ fn tokens_never_appear_in_the_log_or_the_status() {
 }
 
 #[test]
-fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
+fn fifty_bindings_across_namespaces_cost_one_token() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     let namespaces: Vec<String> = (0..5).map(|i| format!("ns{i}")).collect();
@@ -282,7 +282,7 @@ fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
 }
 
 #[test]
-fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
+fn transient_imds_and_acr_failures_are_retried_within_one_attempt() {
     let mut w = World::start();
     w.azure.imds.faults.fail_next(2, 429);
     w.azure.acr.faults.fail_next(1, 503);
@@ -308,7 +308,7 @@ fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
 }
 
 #[test]
-fn tokens_a_fixed_spec_is_tried_at_once_not_after_the_backoff() {
+fn a_fixed_spec_is_tried_at_once_not_after_the_backoff() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     watching(&w);

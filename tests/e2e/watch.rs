@@ -30,7 +30,7 @@ fn watch_failed(w: &World, resource: &str) -> bool {
 }
 
 #[test]
-fn watch_cut_and_compacted_history_relists_and_misses_nothing() {
+fn cut_and_compacted_history_relists_and_misses_nothing() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     for name in ["b1", "b3"] {
@@ -115,17 +115,17 @@ fn crd_missing_then_installed(missing: &str, other: &str, label: &str) {
 }
 
 #[test]
-fn watch_v1beta1_crd_not_installed_v1beta2_served_and_v1beta1_picked_up_later() {
+fn v1beta1_crd_not_installed_v1beta2_served_and_v1beta1_picked_up_later() {
     crd_missing_then_installed(BINDINGS_V1BETA1, BINDINGS_V1BETA2, "v1beta1");
 }
 
 #[test]
-fn watch_v1beta2_crd_not_installed_v1beta1_served_and_v1beta2_picked_up_later() {
+fn v1beta2_crd_not_installed_v1beta1_served_and_v1beta2_picked_up_later() {
     crd_missing_then_installed(BINDINGS_V1BETA2, BINDINGS_V1BETA1, "v1beta2");
 }
 
 #[test]
-fn watch_expiry_answered_with_http_410_also_relists() {
+fn expiry_answered_with_http_410_also_relists() {
     use acrpull_testkit::kube::ExpiredWatch;
     let mut w = World::start();
     w.api.set_expired_watch(ExpiredWatch::Http);
@@ -150,7 +150,7 @@ fn watch_expiry_answered_with_http_410_also_relists() {
 }
 
 #[test]
-fn watch_tiny_history_still_misses_nothing() {
+fn tiny_history_still_misses_nothing() {
     let mut w = World::start();
     w.api.set_history_limit(2);
     let _p = acrpull(&mut w, &[]);
@@ -168,7 +168,7 @@ fn watch_tiny_history_still_misses_nothing() {
 }
 
 #[test]
-fn watch_crd_removed_and_reinstalled_while_running() {
+fn crd_removed_and_reinstalled_while_running() {
     let mut w = World::start();
     let _p = acrpull(&mut w, &[]);
     w.api.create(BINDINGS_V1BETA2, NS, v2("b1")).unwrap();
