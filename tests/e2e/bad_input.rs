@@ -7,12 +7,10 @@
 use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
-use acrpull_testkit::world::{
-    binding_v1beta1, binding_v1beta2, identity, Acrpull, World, REGISTRY,
-};
+use acrpull_testkit::world::{binding_v1beta1, binding_v1beta2, identity, World, REGISTRY};
 use serde_json::{json, Value};
 
-use crate::acrpull;
+use crate::{acrpull, assert_alive};
 
 const WAIT: Duration = Duration::from_secs(40);
 const SCOPE: &str = "repository:app:pull";
@@ -50,11 +48,6 @@ fn wait_event(w: &World, name: &str) {
     w.wait_for(&format!("a Warning Event for {name}"), WAIT, || {
         has_event(w, name).then_some(())
     });
-}
-
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited:\n{}", p.log.text());
-    assert!(!p.log.contains("panicked"), "acrpull panicked");
 }
 
 fn fulfilled(w: &World, res: &str, name: &str) -> Value {

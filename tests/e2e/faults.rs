@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{ExpiredWatch, Fault, LoggedRequest, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
-    binding_v1beta2, identity, is_ready, pull_secret_names, Acrpull, AcrpullOptions, World,
-    CONTROLLER_USER, REGISTRY,
+    binding_v1beta2, identity, is_ready, pull_secret_names, AcrpullOptions, World, CONTROLLER_USER,
+    REGISTRY,
 };
 use serde_json::{json, Value};
 
-use crate::{acrpull, bin};
+use crate::{acrpull, assert_alive, bin};
 
 const WAIT: Duration = Duration::from_secs(45);
 const SCOPE: &str = "repository:app:pull";
@@ -213,10 +213,6 @@ fn assert_only_own_writes(w: &World, target_sas: &[&str]) {
         stray.is_empty(),
         "writes to objects we do not own: {stray:#?}"
     );
-}
-
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
 }
 
 /// Waits until every route has failed at least `n` times with `code` (the positive signal that

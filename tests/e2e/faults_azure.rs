@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use acrpull_testkit::azure::LoggedRequest;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
-    binding_v1beta2, binding_v1beta2_workload, identity, is_ready, Acrpull, World, CONTROLLER_USER,
+    binding_v1beta2, binding_v1beta2_workload, identity, is_ready, World, CONTROLLER_USER,
     REGISTRY, TENANT,
 };
 use serde_json::{json, Value};
 
-use crate::acrpull;
+use crate::{acrpull, assert_alive};
 
 const WAIT: Duration = Duration::from_secs(45);
 /// The federated application the workload-identity binding authenticates as.
@@ -89,10 +89,6 @@ fn assert_intact(w: &World, ns: &str, names: &[String]) {
         );
         assert_eq!(refs.iter().filter(|r| **r == secret).count(), 1, "{refs:?}");
     }
-}
-
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
 }
 
 fn requests(w: &World, service: &str, f: impl Fn(&LoggedRequest) -> bool) -> usize {

@@ -48,3 +48,9 @@ fn acrpull(w: &mut World, args: &[&str]) -> Acrpull {
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
+
+/// Fails the test if acrpull has exited or a thread of it panicked (the World shows its log).
+fn assert_alive(p: &mut Acrpull) {
+    assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
+    assert!(!p.log.contains("panicked"), "acrpull panicked");
+}

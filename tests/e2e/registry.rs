@@ -136,16 +136,6 @@ impl Fixture {
     }
 }
 
-fn pull_secrets(w: &World) -> Vec<String> {
-    w.api
-        .get("serviceaccounts", "default", "default")
-        .and_then(|s| s["imagePullSecrets"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r["name"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[test]
 fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
     let Some(fx) = Fixture::start() else { return };
@@ -171,7 +161,7 @@ fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
     fx.assert_refused("app-b", &only_a);
 
     fx.w.wait_for("both Secrets on the ServiceAccount", WAIT, || {
-        let refs = pull_secrets(&fx.w);
+        let refs = fx.w.pull_secrets("default", "default");
         (refs.contains(&"acr-pull-both".to_string())
             && refs.contains(&"acr-pull-only-a".to_string()))
         .then_some(())
@@ -192,7 +182,7 @@ fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
             .is_none()
             .then_some(())
     });
-    assert_eq!(pull_secrets(&fx.w), ["acr-pull-both"]);
+    assert_eq!(fx.w.pull_secrets("default", "default"), ["acr-pull-both"]);
     // The other binding's credential is untouched and still pulls.
     let again = fx.authfile_from_secret("acr-pull-both");
     fx.assert_pulls("app-b", &again);

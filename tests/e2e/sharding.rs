@@ -29,16 +29,6 @@ fn labelled(mut b: Value, shard: &str) -> Value {
     b
 }
 
-fn pull_secrets(w: &World) -> Vec<String> {
-    w.api
-        .get("serviceaccounts", "default", "default")
-        .and_then(|sa| sa["imagePullSecrets"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p["name"].as_str().map(String::from))
-        .collect()
-}
-
 #[test]
 fn two_shards_own_disjoint_bindings_and_share_a_service_account() {
     let mut w = World::start();
@@ -96,7 +86,7 @@ fn two_shards_own_disjoint_bindings_and_share_a_service_account() {
         "every binding attached to the shared ServiceAccount",
         Duration::from_secs(30),
         || {
-            let names = pull_secrets(&w);
+            let names = w.pull_secrets("default", "default");
             want.iter().all(|n| names.contains(n)).then_some(names)
         },
     );
@@ -141,7 +131,7 @@ fn two_shards_own_disjoint_bindings_and_share_a_service_account() {
         "shard a's references removed",
         Duration::from_secs(30),
         || {
-            let names = pull_secrets(&w);
+            let names = w.pull_secrets("default", "default");
             (names.len() == 4).then_some(names)
         },
     );

@@ -3,17 +3,10 @@
 use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
-use acrpull_testkit::world::{binding_v1beta2, identity, World, REGISTRY};
+use acrpull_testkit::world::{binding_v1beta2, condition, identity, World, REGISTRY};
 use serde_json::Value;
 
 use crate::acrpull;
-
-fn condition<'a>(b: &'a Value, t: &str) -> Option<&'a Value> {
-    b["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == t)
-}
 
 fn events_for(w: &World, name: &str, reason: &str) -> Vec<Value> {
     w.api
