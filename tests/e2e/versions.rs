@@ -1,6 +1,6 @@
 //! The reconcile scenarios of spec §7 that v1beta1 and v1beta2 share, written once: `scenarios!`
 //! declares one test per scenario in the `v1beta1` and `v1beta2` modules, which also hold what
-//! only their version does. A scenario's comment gives its §7 numbers (v1beta1 / v1beta2).
+//! only their version does. A scenario from §7 names its numbers there (v1beta1 / v1beta2).
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
