@@ -2,7 +2,7 @@
 # Fuzzes every target in fuzz/ for a few seconds each (default 20): libFuzzer via cargo-fuzz on
 # the nightly toolchain, starting from the committed corpus in fuzz/corpus/<target>/. New inputs go
 # to a scratch copy, so the committed corpus only grows by hand. Without nightly it skips (exit 0):
-# the stable `cargo test` already replays every corpus file (tests/fuzz_corpus.rs).
+# the stable `cargo test` already replays every corpus file (tests/e2e/fuzz_corpus.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -873,8 +873,7 @@ mod tests {
     use crate::kube::auth::Auth;
     use crate::kube::client::tests::{client, serve, Canned};
     use crate::kube::clock::FakeClock;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use acrpull_testkit::kube::{ApiServer, Fault, Matcher, Rule, LEASES};
     use std::sync::mpsc;
     use time::macros::datetime;
 
@@ -1371,97 +1370,6 @@ mod tests {
         assert_eq!(body["spec"]["holderIdentity"], "me");
     }
 
-    /// One Lease behind a tiny HTTP API server that enforces resourceVersion preconditions.
-    #[derive(Default)]
-    struct LeaseServer {
-        lease: Mutex<Option<Value>>,
-        rv: Mutex<u64>,
-        /// When each write landed, and the holder it wrote.
-        writes: Mutex<Vec<(Instant, String)>>,
-    }
-
-    impl LeaseServer {
-        fn holder(&self) -> Option<String> {
-            let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-            lease.as_ref().map(|l| Record::from_spec(&l["spec"]).holder)
-        }
-
-        fn answer(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-            let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-            let mut rv = self.rv.lock().unwrap_or_else(|p| p.into_inner());
-            let sent: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-            let current = lease.clone();
-            let mut store = |mut v: Value, code| {
-                *rv += 1;
-                v["metadata"]["resourceVersion"] = rv.to_string().into();
-                *lease = Some(v.clone());
-                let holder = Record::from_spec(&v["spec"]).holder;
-                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-                writes.push((Instant::now(), holder));
-                (code, v)
-            };
-            match (method, path.ends_with("/leases"), current) {
-                ("GET", false, Some(l)) => (200, l),
-                ("GET", false, None) => (404, json!({"code": 404, "reason": "NotFound"})),
-                ("POST", true, None) => store(sent, 201),
-                ("POST", true, Some(_)) => (409, json!({"reason": "AlreadyExists"})),
-                ("PUT", false, Some(l))
-                    if l["metadata"]["resourceVersion"] == sent["metadata"]["resourceVersion"] =>
-                {
-                    store(sent, 200)
-                }
-                ("PUT", false, _) => (409, json!({"reason": "Conflict"})),
-                _ => (405, json!({"reason": "MethodNotAllowed"})),
-            }
-        }
-    }
-
-    /// Serves `server` on a fresh port; while `down` is set, every request gets a 503.
-    fn listen(server: Arc<LeaseServer>, down: Arc<AtomicBool>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("bound address");
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &server, &down);
-            }
-        });
-        format!("http://{addr}")
-    }
-
-    fn answer(mut stream: TcpStream, server: &LeaseServer, down: &AtomicBool) -> Option<()> {
-        let mut reader = BufReader::new(stream.try_clone().ok()?);
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).ok()?;
-            if h.trim().is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).ok()?;
-        let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next()?, parts.next()?);
-        let (code, reply) = if down.load(Ordering::SeqCst) {
-            (503, json!({"reason": "ServiceUnavailable"}))
-        } else {
-            server.answer(method, path, &String::from_utf8_lossy(&body))
-        };
-        let reply = reply.to_string();
-        let head = format!(
-            "HTTP/1.1 {code} X\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            reply.len()
-        );
-        stream.write_all(head.as_bytes()).ok()?;
-        stream.write_all(reply.as_bytes()).ok()?;
-        stream.flush().ok()
-    }
-
     /// Fast timings for real-time tests: a 3 s Lease, a 1 s renew deadline, 100 ms retries.
     fn fast(identity: &str) -> LeaderConfig {
         LeaderConfig {
@@ -1484,16 +1392,68 @@ mod tests {
         None
     }
 
-    fn elector(base: &str, identity: &str, hooks: Hooks) -> ElectorHandle {
-        Elector::start(client(base, Auth::None), fast(identity), hooks).expect("elector starts")
+    /// What a Lease holder needs, in namespace `acrpull`.
+    fn lease_rule() -> Rule {
+        Rule::namespaced(
+            "acrpull",
+            &["get", "create", "update"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        )
+    }
+
+    /// The test kit's API server with namespace `acrpull`, where user `user-<id>` (bearer token
+    /// `token-<id>`) may hold the Lease, for each of `ids`.
+    fn lease_api(ids: &[&str]) -> ApiServer {
+        let api = ApiServer::start();
+        api.create_namespace("acrpull").expect("namespace");
+        for id in ids {
+            api.add_user(&format!("token-{id}"), &format!("user-{id}"));
+            api.allow(&format!("user-{id}"), lease_rule());
+        }
+        api
+    }
+
+    /// The Lease's holder as stored (`""` once released), `None` while there is no Lease.
+    fn holder(api: &ApiServer) -> Option<String> {
+        api.get(LEASES, "acrpull", DEFAULT_LEASE_NAME)
+            .map(|lease| Record::from_spec(&lease["spec"]).holder)
+    }
+
+    /// Every version of the Lease the server stored after resourceVersion `since`, oldest first.
+    fn lease_history(api: &ApiServer, since: u64) -> Vec<Record> {
+        let mut records = Vec::new();
+        api.inspect_changes(LEASES, since, |_, _, lease| {
+            records.push(Record::from_spec(&lease["spec"]));
+        })
+        .expect("the server keeps every Lease version");
+        records
+    }
+
+    fn micro_time(t: Option<&str>) -> OffsetDateTime {
+        let t = t.expect("the record carries the time");
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{t}: {e}"))
+    }
+
+    /// An elector talking to the test kit's emulated API server as the holder of `token`.
+    fn kit_elector(api: &ApiServer, token: &str, identity: &str, hooks: Hooks) -> ElectorHandle {
+        let mut config =
+            KubeConfig::load(Some(api.kubeconfig_path())).expect("the kit writes a kubeconfig");
+        config.auth = Auth::Token(crate::kube::auth::BearerToken::new(token));
+        let client = Client::new(&config).expect("client config is valid");
+        let cfg = LeaderConfig {
+            namespace: "acrpull".into(),
+            ..fast(identity)
+        };
+        Elector::start(client, cfg, hooks).expect("elector starts")
     }
 
     #[test]
     fn two_electors_never_both_lead_and_a_release_hands_over_at_once() {
-        let server = Arc::new(LeaseServer::default());
-        let up = || Arc::new(AtomicBool::new(false));
-        let a = elector(&listen(Arc::clone(&server), up()), "a", Hooks::default());
-        let b = elector(&listen(Arc::clone(&server), up()), "b", Hooks::default());
+        let api = lease_api(&["a", "b"]);
+        let a = kit_elector(&api, "token-a", "a", Hooks::default());
+        let b = kit_elector(&api, "token-b", "b", Hooks::default());
         within(Duration::from_secs(5), || a.is_leader() || b.is_leader()).expect("someone leads");
         let sample_until = Instant::now() + Duration::from_millis(600);
         while Instant::now() < sample_until {
@@ -1505,22 +1465,22 @@ mod tests {
         }
         let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
         let leader_id = leader.identity().to_string();
-        assert_eq!(server.holder().as_deref(), Some(leader_id.as_str()));
+        assert_eq!(holder(&api).as_deref(), Some(leader_id.as_str()));
         assert!(leader.release_and_stop(Duration::from_secs(5)));
         let took = within(Duration::from_secs(5), || follower.is_leader()).expect("handover");
         assert!(
             took < Duration::from_millis(1500),
             "handover took {took:?}, as if waiting for the 3 s lease to expire"
         );
-        assert_eq!(server.holder().as_deref(), Some(follower.identity()));
+        assert_eq!(holder(&api).as_deref(), Some(follower.identity()));
         assert!(follower.release_and_stop(Duration::from_secs(5)));
-        assert_eq!(server.holder().as_deref(), Some(""));
+        assert_eq!(holder(&api).as_deref(), Some(""));
     }
 
     #[test]
     fn a_leader_cut_off_from_the_api_server_stops_before_the_lease_passes() {
-        let server = Arc::new(LeaseServer::default());
-        let a_down = Arc::new(AtomicBool::new(false));
+        let api = lease_api(&["a", "b"]);
+        let before_any_lease = api.resource_version();
         let (lost_tx, lost_rx) = mpsc::channel();
         let (status_tx, status_rx) = mpsc::channel();
         let hooks = Hooks {
@@ -1528,28 +1488,21 @@ mod tests {
                 let _ = status_tx.send(leading);
             })),
             on_lost: Some(Box::new(move || {
-                let _ = lost_tx.send(Instant::now());
+                let _ = lost_tx.send((Instant::now(), OffsetDateTime::now_utc()));
             })),
         };
-        let a = elector(
-            &listen(Arc::clone(&server), Arc::clone(&a_down)),
-            "a",
-            hooks,
-        );
+        let a = kit_elector(&api, "token-a", "a", hooks);
         within(Duration::from_secs(5), || a.is_leader()).expect("a leads");
-        let b = elector(
-            &listen(Arc::clone(&server), Arc::new(AtomicBool::new(false))),
-            "b",
-            Hooks::default(),
-        );
+        let b = kit_elector(&api, "token-b", "b", Hooks::default());
         assert!(
             within(Duration::from_millis(500), || b.is_leader()).is_none(),
             "b follows a fresh lease"
         );
 
-        a_down.store(true, Ordering::SeqCst);
+        // Every request of a's fails from now on, b's are served.
+        api.inject(Fault::fail(503, Matcher::any().user("user-a")));
         let cut = Instant::now();
-        let lost_at = lost_rx
+        let (lost_at, lost_wall) = lost_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("a reports the loss");
         assert!(!a.is_leader() && a.has_lost());
@@ -1559,27 +1512,26 @@ mod tests {
             lost_at - cut
         );
         within(Duration::from_secs(8), || b.is_leader()).expect("b takes over");
-        let writes = server.writes.lock().unwrap_or_else(|p| p.into_inner());
+        // Each stored version carries its writer's clock (this process's): when a last renewed,
+        // and when b took over.
+        let history = lease_history(&api, before_any_lease);
+        let a_last = history
+            .iter()
+            .rev()
+            .find(|r| r.holder == "a")
+            .expect("a wrote");
+        let b_first = history.iter().find(|r| r.holder == "b").expect("b wrote");
         let (a_last, b_first) = (
-            writes
-                .iter()
-                .rev()
-                .find(|(_, h)| h == "a")
-                .expect("a wrote")
-                .0,
-            writes.iter().find(|(_, h)| h == "b").expect("b wrote").0,
+            micro_time(a_last.renew_time.as_deref()),
+            micro_time(b_first.acquire_time.as_deref()),
         );
-        assert!(
-            b_first > lost_at,
-            "a stopped leading before b's takeover landed"
-        );
+        assert!(b_first > lost_wall, "a stopped leading before b took over");
         assert!(
             b_first - a_last >= Duration::from_millis(2500),
             "b waited for the 3 s lease to expire, not {:?}",
             b_first - a_last
         );
-        drop(writes);
-        assert_eq!(server.holder().as_deref(), Some("b"));
+        assert_eq!(holder(&api).as_deref(), Some("b"));
         assert_eq!(status_rx.try_iter().collect::<Vec<_>>(), vec![true, false]);
         assert!(!a.wait_until_leader(&AtomicBool::new(false)));
         assert!(b.release_and_stop(Duration::from_secs(5)));
@@ -1588,17 +1540,18 @@ mod tests {
 
     #[test]
     fn waiting_for_leadership_ends_when_asked_to_stop() {
-        let server = Arc::new(LeaseServer::default());
-        server.answer(
-            "POST",
-            "/leases",
-            &json!({"spec": {"holderIdentity": "other", "leaseDurationSeconds": 3}}).to_string(),
-        );
-        let e = elector(
-            &listen(server, Arc::new(AtomicBool::new(false))),
-            "me",
-            Hooks::default(),
-        );
+        let api = lease_api(&["me"]);
+        api.create(
+            LEASES,
+            "acrpull",
+            json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": DEFAULT_LEASE_NAME},
+                "spec": {"holderIdentity": "other", "leaseDurationSeconds": 3},
+            }),
+        )
+        .expect("the Lease is created");
+        let e = kit_elector(&api, "token-me", "me", Hooks::default());
         let stop = Arc::new(AtomicBool::new(false));
         let setter = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -1610,28 +1563,9 @@ mod tests {
         assert!(e.release_and_stop(Duration::from_secs(5)));
     }
 
-    /// An elector talking to the test kit's emulated API server as the holder of `token`.
-    fn kit_elector(
-        api: &acrpull_testkit::kube::ApiServer,
-        token: &str,
-        identity: &str,
-    ) -> ElectorHandle {
-        let mut config =
-            KubeConfig::load(Some(api.kubeconfig_path())).expect("the kit writes a kubeconfig");
-        config.auth = Auth::Token(crate::kube::auth::BearerToken::new(token));
-        let client = Client::new(&config).expect("client config is valid");
-        let cfg = LeaderConfig {
-            namespace: "acrpull".into(),
-            ..fast(identity)
-        };
-        Elector::start(client, cfg, Hooks::default()).expect("elector starts")
-    }
-
     #[test]
     fn against_the_emulated_api_server_the_chart_role_suffices_and_leadership_passes_on() {
-        use acrpull_testkit::kube::{ApiServer, Rule, LEASES};
-        let api = ApiServer::start();
-        api.create_namespace("acrpull").expect("namespace");
+        let api = lease_api(&["a", "c"]);
         let rbac = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/manifests/11-rbac.yaml"
@@ -1640,23 +1574,11 @@ mod tests {
         let users = api.load_rbac(&rbac).expect("rbac loads");
         let sa = "system:serviceaccount:acrpull:acrpull";
         assert!(users.iter().any(|u| u == sa), "{users:?}");
-        api.add_user("token-a", "user-a");
-        let lease_rule = || {
-            Rule::namespaced(
-                "acrpull",
-                &["get", "create", "update"],
-                &["coordination.k8s.io"],
-                &["leases"],
-            )
-        };
-        api.allow("user-a", lease_rule());
         api.add_user("token-b", sa);
-        api.add_user("token-c", "user-c");
-        api.allow("user-c", lease_rule());
 
-        let a = kit_elector(&api, "token-a", "a");
+        let a = kit_elector(&api, "token-a", "a", Hooks::default());
         within(Duration::from_secs(5), || a.is_leader()).expect("a leads");
-        let b = kit_elector(&api, "token-b", "b");
+        let b = kit_elector(&api, "token-b", "b", Hooks::default());
         assert!(
             within(Duration::from_millis(500), || b.is_leader()).is_none(),
             "b follows while a renews"
@@ -1688,7 +1610,7 @@ mod tests {
         assert_eq!(lease["spec"]["leaseTransitions"], 1);
 
         // b releases on shutdown: c takes over well before the 3 s lease would expire.
-        let c = kit_elector(&api, "token-c", "c");
+        let c = kit_elector(&api, "token-c", "c", Hooks::default());
         assert!(
             within(Duration::from_millis(300), || c.is_leader()).is_none(),
             "c follows while b renews"

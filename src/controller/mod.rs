@@ -499,7 +499,12 @@ impl Worker<'_> {
             } else {
                 ReconcileResult::Success
             };
-            log::debug!("{key}: reconciled in {:?}", started.elapsed());
+            if let Some(n) = r.writes {
+                log::debug!(
+                    "{key}: reconciled in {:?} with {n} writes",
+                    started.elapsed()
+                );
+            }
             self.obs.metrics.reconcile(result, started.elapsed());
             self.queue.done(&key);
             heartbeat.idle();

@@ -125,6 +125,8 @@ pub struct Reconciled {
     pub note: Option<Note>,
     /// Whether the pass failed (the binding's own error, or the API's), for metrics.
     pub failed: bool,
+    /// Writes made, when the pass got to the end.
+    pub writes: Option<usize>,
 }
 
 /// A reconcile that could not complete: the Kubernetes API failed.
@@ -223,6 +225,8 @@ struct Pass {
     regarding: Regarding,
     /// A fresh token was written to the Secret of a binding that was not ready before.
     secret_written: bool,
+    /// Writes made, conflicted attempts included.
+    writes: usize,
 }
 
 /// Everything a reconcile needs, shared by the workers.
@@ -348,6 +352,7 @@ impl Reconciler {
                     action: Action::Forget,
                     note: None,
                     failed: false,
+                    writes: None,
                 }
             }
             Ok(Some(pass)) => self.next_step(key, pass, now),
@@ -363,6 +368,7 @@ impl Reconciler {
                     action: Action::RequeueAt(now + delay),
                     note: None,
                     failed: true,
+                    writes: None,
                 }
             }
         }
@@ -385,6 +391,7 @@ impl Reconciler {
                 action: refresh.map_or(Action::Wait, Action::RequeueAt),
                 note,
                 failed: false,
+                writes: Some(pass.writes),
             };
         };
         let retry = match pass.asked {
@@ -420,6 +427,7 @@ impl Reconciler {
                 text: error.to_string(),
             }),
             failed: true,
+            writes: Some(pass.writes),
         }
     }
 
@@ -435,6 +443,7 @@ impl Reconciler {
         self.wait_for_sync(key);
         let mut minted: Option<Minted> = None;
         let mut asked = Asked::No;
+        let mut writes = 0;
         for _ in 0..MAX_ATTEMPTS {
             // Its own statement: a guard in the `match` scrutinee would hold the store through
             // the arms, which lock it again.
@@ -475,7 +484,10 @@ impl Reconciler {
                     return Err(ReconcileError::NotLeader);
                 }
                 match self.apply(key, w, &mut rv, &finalizers) {
-                    Ok(()) => self.count(w),
+                    Ok(()) => {
+                        writes += 1;
+                        self.count(w);
+                    }
                     Err(WriteFailure::Conflict) => {
                         conflicted = true;
                         break;
@@ -508,6 +520,7 @@ impl Reconciler {
                 asked,
                 regarding,
                 secret_written,
+                writes,
             }));
         }
         Err(ReconcileError::TooManyConflicts)

@@ -18,7 +18,7 @@
 //! by `Host`) and `SSL_CERT_FILE` = the kit CA; the Secret it writes is then a valid `--authfile`.
 //! That rule covers every `127.0.0.1` URL acrpull calls, so point its IMDS at `localhost:<port>`
 //! instead, and turn the emulator's CRD validation off for v1beta2 (its CEL rule refuses a server
-//! with a port). `tests/e2e_registry.rs` does all of this.
+//! with a port). `tests/e2e/registry.rs` does all of this.
 //!
 //! Limit: the realm is reached as `127.0.0.1:<fake ACR port>`, and the fake ACR resolves that to
 //! the first registry whose host is `127.0.0.1`: use one real registry per fake ACR.

@@ -33,6 +33,9 @@ pub const AUTHORITY_HOSTS: [&str; 3] = [
 pub const AIRGAPPED_AUTHORITY_HOST: &str = "login.airgapped.example";
 /// The ServiceAccount token audience acrpull asks for by default (and the chart's policy allows).
 pub const SA_TOKEN_AUDIENCE: &str = "api://AzureCRTokenExchange";
+/// How long the `wait_*` helpers give a state to appear. It only bounds how long a broken test
+/// hangs, so it is generous: a busy CI machine must not turn a slow pass into a failure.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A user-assigned identity every world has: client ID, object ID, resource ID.
 pub fn identity(n: u32) -> ManagedIdentity {
@@ -779,23 +782,9 @@ pub fn assert_pull_secret(
 }
 
 impl World {
-    /// Starts the real acrpull (shipped RBAC) with extra flags.
-    pub fn acrpull(&mut self, binary: &Path, args: &[&str]) -> Acrpull {
-        let opts = AcrpullOptions {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..AcrpullOptions::default()
-        };
-        self.start_acrpull(binary, &opts)
-    }
-
-    /// Waits up to 20 s for `f` to return `Some`.
-    pub fn eventually<T>(&self, what: &str, f: impl FnMut() -> Option<T>) -> T {
-        self.wait_for(what, Duration::from_secs(20), f)
-    }
-
     /// Waits until the binding's status shows a token and no error; returns the binding.
     pub fn wait_ready(&self, res: &str, ns: &str, name: &str) -> Value {
-        self.eventually(&format!("{ns}/{name} ready"), || {
+        self.wait_for(&format!("{ns}/{name} ready"), WAIT, || {
             let b = self.api.get(res, ns, name)?;
             let s = &b["status"];
             let ok = s["tokenExpirationTime"].is_string()
@@ -807,7 +796,7 @@ impl World {
 
     /// Waits until the binding's `status.error` satisfies `f`; returns the binding.
     pub fn wait_error(&self, res: &str, ns: &str, name: &str, f: impl Fn(&str) -> bool) -> Value {
-        self.eventually(&format!("{ns}/{name} status error"), || {
+        self.wait_for(&format!("{ns}/{name} status error"), WAIT, || {
             let b = self.api.get(res, ns, name)?;
             b["status"]["error"].as_str().is_some_and(&f).then_some(b)
         })
@@ -827,7 +816,7 @@ impl World {
     /// Waits until a ServiceAccount's pull secrets are exactly `want`.
     pub fn wait_pull_secrets(&self, ns: &str, sa: &str, want: &[&str]) {
         let mut last = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             last = self.pull_secrets(ns, sa);
             if last == want {

@@ -39,6 +39,18 @@ fn injected_failures_hit_exactly_the_matching_requests() {
 }
 
 #[test]
+fn a_fault_for_one_user_leaves_the_others_alone() {
+    let (api, admin) = setup();
+    api.add_user("token-u", "u");
+    api.add_admin("u");
+    let u = admin.with_token("token-u");
+    api.inject(Fault::fail(503, Matcher::any().user("u")));
+    assert_eq!(u.get(SECRETS).0, 503);
+    assert_eq!(admin.get(SECRETS).0, 200, "another user is served");
+    assert_eq!(u.get(SECRETS).0, 503, "the fault lasts");
+}
+
+#[test]
 fn an_injected_conflict_reads_like_a_real_one() {
     let (api, c) = setup();
     c.post(SECRETS, &secret("a"));

@@ -53,7 +53,7 @@ struct Schema {
 
 impl Schema {
     /// Reads an `openAPIV3Schema` node. Panics on a non-structural schema: the manifests are
-    /// ours, and tests/manifests.rs checks they are structural.
+    /// ours, and tests/e2e/manifests.rs checks they are structural.
     fn from_openapi(v: &Value, path: &str) -> Schema {
         let kind = if v["x-kubernetes-preserve-unknown-fields"] == true {
             Kind::Opaque

@@ -20,6 +20,8 @@ pub struct Matcher {
     pub namespace: Option<String>,
     /// Object name.
     pub name: Option<String>,
+    /// The authenticated user (faults apply after authentication and authorization).
+    pub user: Option<String>,
 }
 
 impl Matcher {
@@ -61,6 +63,12 @@ impl Matcher {
         self
     }
 
+    /// Also requires this authenticated user: one client cut off while others carry on.
+    pub fn user(mut self, u: &str) -> Matcher {
+        self.user = Some(u.into());
+        self
+    }
+
     fn matches(&self, r: &LoggedRequest) -> bool {
         let eq = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
         eq(&self.method, &r.method)
@@ -69,6 +77,7 @@ impl Matcher {
             && eq(&self.subresource, &r.subresource)
             && eq(&self.namespace, &r.namespace)
             && eq(&self.name, &r.name)
+            && eq(&self.user, &r.user)
     }
 }
 

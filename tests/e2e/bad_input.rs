@@ -4,27 +4,18 @@
 //! Several tests turn the emulator's CRD schema off, as a cluster whose CRD carries no schema
 //! (or an older one) would: acrpull's own decoding is then the only guard.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, EVENTS};
-use acrpull_testkit::world::{
-    binding_v1beta1, binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY,
-};
+use acrpull_testkit::world::{binding_v1beta1, binding_v1beta2, identity, World, REGISTRY};
 use serde_json::{json, Value};
+
+use crate::{acrpull, assert_alive};
 
 const WAIT: Duration = Duration::from_secs(40);
 const SCOPE: &str = "repository:app:pull";
 /// Status errors must stay short whatever the input: they are shown by `kubectl get`.
 const MAX_ERROR_LEN: usize = 4096;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn start(w: &mut World) -> Acrpull {
-    w.start_acrpull(bin(), &AcrpullOptions::default())
-}
 
 fn create(w: &World, res: &str, obj: Value) {
     w.api
@@ -57,11 +48,6 @@ fn wait_event(w: &World, name: &str) {
     w.wait_for(&format!("a Warning Event for {name}"), WAIT, || {
         has_event(w, name).then_some(())
     });
-}
-
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited:\n{}", p.log.text());
-    assert!(!p.log.contains("panicked"), "acrpull panicked");
 }
 
 fn fulfilled(w: &World, res: &str, name: &str) -> Value {
@@ -111,7 +97,7 @@ fn tokens_requested(w: &World) -> usize {
 fn wrong_types_and_absurd_sizes_are_status_errors() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let good = |name: &str| binding_v1beta2("default", name, REGISTRY, SCOPE, &client, "default");
     let mut cases: Vec<(&str, Value)> = Vec::new();
@@ -171,7 +157,7 @@ fn wrong_types_and_absurd_sizes_are_status_errors() {
 fn malformed_and_look_alike_servers_are_refused_before_any_token() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let servers = [
         ("empty", ""),
@@ -224,7 +210,7 @@ fn malformed_and_look_alike_servers_are_refused_before_any_token() {
 fn invalid_identity_formats_are_status_errors() {
     let mut w = World::start();
     w.api.set_crd_validation(false);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     // A real client ID with a parameter glued on: were it not encoded, IMDS would read the real
     // ID and hand out its token.
     let smuggled = format!("{}&x=y", identity(1).client_id);
@@ -273,7 +259,7 @@ fn invalid_identity_formats_are_status_errors() {
 #[test]
 fn names_at_every_length_limit_get_valid_secrets() {
     let mut w = World::start();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let client = identity(1).client_id;
     let lengths = [63, 64, 233, 234, 253];
     for n in lengths {
@@ -333,7 +319,7 @@ fn names_at_every_length_limit_get_valid_secrets() {
 #[test]
 fn corrupted_annotations_on_our_secret_are_repaired() {
     let mut w = World::start();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     create(
         &w,
         BINDINGS_V1BETA2,
@@ -416,7 +402,7 @@ fn a_foreign_secret_with_our_name_is_never_touched() {
             (name, created)
         })
         .collect();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     for (name, _) in &foreign {
         create(
             &w,
@@ -494,7 +480,7 @@ fn a_service_account_with_hundreds_of_pull_secrets_keeps_them_all() {
                    "imagePullSecrets": foreign}),
         )
         .expect("crowded SA");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     create(
         &w,
         BINDINGS_V1BETA2,

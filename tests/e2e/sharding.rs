@@ -1,6 +1,5 @@
 //! Sharding: two acrpull deployments, each with its own label selector and Lease, share one cluster.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA1, BINDINGS_V1BETA2, LEASES};
@@ -9,9 +8,7 @@ use acrpull_testkit::world::{
 };
 use serde_json::{json, Value};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
+use crate::bin;
 
 fn shard(w: &mut World, name: &str) -> Acrpull {
     let opts = AcrpullOptions {
@@ -30,16 +27,6 @@ fn shard(w: &mut World, name: &str) -> Acrpull {
 fn labelled(mut b: Value, shard: &str) -> Value {
     b["metadata"]["labels"] = json!({"shard": shard});
     b
-}
-
-fn pull_secrets(w: &World) -> Vec<String> {
-    w.api
-        .get("serviceaccounts", "default", "default")
-        .and_then(|sa| sa["imagePullSecrets"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p["name"].as_str().map(String::from))
-        .collect()
 }
 
 #[test]
@@ -99,7 +86,7 @@ fn two_shards_own_disjoint_bindings_and_share_a_service_account() {
         "every binding attached to the shared ServiceAccount",
         Duration::from_secs(30),
         || {
-            let names = pull_secrets(&w);
+            let names = w.pull_secrets("default", "default");
             want.iter().all(|n| names.contains(n)).then_some(names)
         },
     );
@@ -144,7 +131,7 @@ fn two_shards_own_disjoint_bindings_and_share_a_service_account() {
         "shard a's references removed",
         Duration::from_secs(30),
         || {
-            let names = pull_secrets(&w);
+            let names = w.pull_secrets("default", "default");
             (names.len() == 4).then_some(names)
         },
     );

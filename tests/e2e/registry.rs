@@ -17,12 +17,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::bin;
+
 const WAIT: Duration = Duration::from_secs(30);
 const PUSHER: &str = "pusher-object-id";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// A world, a real registry holding `app-a:v1` and `app-b:v1`, and acrpull pointed at both.
 struct Fixture {
@@ -138,16 +136,6 @@ impl Fixture {
     }
 }
 
-fn pull_secrets(w: &World) -> Vec<String> {
-    w.api
-        .get("serviceaccounts", "default", "default")
-        .and_then(|s| s["imagePullSecrets"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r["name"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[test]
 fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
     let Some(fx) = Fixture::start() else { return };
@@ -173,7 +161,7 @@ fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
     fx.assert_refused("app-b", &only_a);
 
     fx.w.wait_for("both Secrets on the ServiceAccount", WAIT, || {
-        let refs = pull_secrets(&fx.w);
+        let refs = fx.w.pull_secrets("default", "default");
         (refs.contains(&"acr-pull-both".to_string())
             && refs.contains(&"acr-pull-only-a".to_string()))
         .then_some(())
@@ -194,7 +182,7 @@ fn minted_secrets_pull_within_their_scope_and_vanish_with_their_binding() {
             .is_none()
             .then_some(())
     });
-    assert_eq!(pull_secrets(&fx.w), ["acr-pull-both"]);
+    assert_eq!(fx.w.pull_secrets("default", "default"), ["acr-pull-both"]);
     // The other binding's credential is untouched and still pulls.
     let again = fx.authfile_from_secret("acr-pull-both");
     fx.assert_pulls("app-b", &again);

@@ -9,28 +9,21 @@
 //! `src/reconcile.rs`); a Secret is never refreshed sooner than 1 s after the last mint
 //! (`src/plan.rs`). IMDS admits at most 5 requests at once (`src/azure/limiter.rs`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::azure::LoggedRequest;
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
-    binding_v1beta2, binding_v1beta2_workload, identity, is_ready, Acrpull, AcrpullOptions, World,
-    CONTROLLER_USER, REGISTRY, TENANT,
+    binding_v1beta2, binding_v1beta2_workload, identity, is_ready, World, CONTROLLER_USER,
+    REGISTRY, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::{acrpull, assert_alive};
 
 const WAIT: Duration = Duration::from_secs(45);
 /// The federated application the workload-identity binding authenticates as.
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn start(w: &mut World) -> Acrpull {
-    w.start_acrpull(bin(), &AcrpullOptions::default())
-}
 
 fn wait_ready(w: &World, ns: &str, name: &str) -> Value {
     w.wait_for(&format!("binding {ns}/{name} Ready"), WAIT, || {
@@ -98,10 +91,6 @@ fn assert_intact(w: &World, ns: &str, names: &[String]) {
     }
 }
 
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
-}
-
 fn requests(w: &World, service: &str, f: impl Fn(&LoggedRequest) -> bool) -> usize {
     w.azure_requests(service).iter().filter(|r| f(r)).count()
 }
@@ -119,7 +108,7 @@ fn imds_refusals_with_many_identities_recover_and_never_exceed_five_concurrent_r
         w.azure.imds.faults.fail_next(5, code);
     }
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     for n in &names {
         wait_ready(&w, "default", n);
     }
@@ -154,7 +143,7 @@ fn imds_timeouts_hold_no_other_binding_and_recover() {
     // Two requests hang past acrpull's 30 s call timeout (and its 20 s retry budget).
     w.azure.imds.faults.hang_next(2, Duration::from_secs(31));
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     for (i, n) in names.iter().enumerate() {
         bind(&w, "default", n, "repository:app:pull", i as u32 + 1);
     }
@@ -210,7 +199,7 @@ fn entra_and_registry_401_5xx_and_slow_answers_recover() {
     // Short-lived Entra and IMDS tokens, so every new registry token needs a fresh one.
     w.azure.entra.set_token_lifetime(Duration::from_secs(6));
     w.azure.imds.set_token_lifetime(Duration::from_secs(6));
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     bind(&w, "default", "mi", "repository:app:pull", 1);
     w.api
         .create(
@@ -328,7 +317,7 @@ fn already_expired_and_far_future_tokens_neither_hot_loop_nor_stall() {
     let now = || time::OffsetDateTime::now_utc().unix_timestamp();
     // The fakes run two hours behind: every registry token (75 min) has expired when issued.
     w.azure.set_clock_skew(-2 * 3600);
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     bind(&w, "default", "past", "repository:past:pull", 1);
     let b = w.wait_for("the expired token written", WAIT, || {
         let b = w.api.get(BINDINGS_V1BETA2, "default", "past")?;

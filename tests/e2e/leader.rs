@@ -1,14 +1,11 @@
 //! Leader election end to end: two acrpull processes against one emulated cluster.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, LEASES};
 use acrpull_testkit::world::{binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
+use crate::bin;
 
 fn replica(w: &mut World, name: &str) -> Acrpull {
     let opts = AcrpullOptions {

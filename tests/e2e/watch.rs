@@ -2,21 +2,17 @@
 //! nothing; a binding CRD that is not installed is reported, retried and picked up once installed,
 //! while the other kind is served all along.
 
-use std::path::Path;
-
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta1, binding_v1beta2, identity, World, CONTROLLER_USER,
-    REGISTRY,
+    REGISTRY, WAIT,
 };
 use serde_json::Value;
 
+use crate::acrpull;
+
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn v2(name: &str) -> Value {
     binding_v1beta2(NS, name, REGISTRY, SCOPE, &identity(1).client_id, "default")
@@ -34,9 +30,9 @@ fn watch_failed(w: &World, resource: &str) -> bool {
 }
 
 #[test]
-fn watch_cut_and_compacted_history_relists_and_misses_nothing() {
+fn cut_and_compacted_history_relists_and_misses_nothing() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     for name in ["b1", "b3"] {
         w.api.create(BINDINGS_V1BETA2, NS, v2(name)).unwrap();
         w.wait_ready(BINDINGS_V1BETA2, NS, name);
@@ -49,7 +45,7 @@ fn watch_cut_and_compacted_history_relists_and_misses_nothing() {
         w.api.inject(Fault::fail(503, Matcher::verb("watch", res)));
     }
     w.api.cut_watches();
-    w.eventually("both watches failing", || {
+    w.wait_for("both watches failing", WAIT, || {
         (watch_failed(&w, "acrpullbindings") && watch_failed(&w, "secrets")).then_some(())
     });
 
@@ -61,14 +57,16 @@ fn watch_cut_and_compacted_history_relists_and_misses_nothing() {
     w.api.clear_faults();
 
     let b2 = w.wait_ready(BINDINGS_V1BETA2, NS, "b2");
-    let s2 = w.eventually("b2's secret", || w.api.get("secrets", NS, "acr-pull-b2"));
+    let s2 = w.wait_for("b2's secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b2")
+    });
     assert_pull_secret(&w, &s2, &b2, REGISTRY, "b2");
-    let s1 = w.eventually("b1's secret recreated", || {
+    let s1 = w.wait_for("b1's secret recreated", WAIT, || {
         w.api.get("secrets", NS, "acr-pull-b1")
     });
     let b1 = w.api.get(BINDINGS_V1BETA2, NS, "b1").unwrap();
     assert_pull_secret(&w, &s1, &b1, REGISTRY, "b1");
-    w.eventually("b3 cleaned up and gone", || {
+    w.wait_for("b3 cleaned up and gone", WAIT, || {
         (w.api.get(BINDINGS_V1BETA2, NS, "b3").is_none()
             && w.api.get("secrets", NS, "acr-pull-b3").is_none())
         .then_some(())
@@ -88,7 +86,7 @@ fn watch_cut_and_compacted_history_relists_and_misses_nothing() {
 fn crd_missing_then_installed(missing: &str, other: &str, label: &str) {
     let mut w = World::start();
     w.api.set_crd_installed(missing, false);
-    let mut p = w.acrpull(bin(), &[]);
+    let mut p = acrpull(&mut w, &[]);
     let (late, served) = if missing == BINDINGS_V1BETA1 {
         (v1("late"), v2("served"))
     } else {
@@ -96,7 +94,7 @@ fn crd_missing_then_installed(missing: &str, other: &str, label: &str) {
     };
     w.api.create(other, NS, served).unwrap();
     w.wait_ready(other, NS, "served");
-    w.eventually("a clear log line", || {
+    w.wait_for("a clear log line", WAIT, || {
         p.log
             .contains(&format!("{label} AcrPullBindings CRD not installed"))
             .then_some(())
@@ -117,28 +115,28 @@ fn crd_missing_then_installed(missing: &str, other: &str, label: &str) {
 }
 
 #[test]
-fn watch_v1beta1_crd_not_installed_v1beta2_served_and_v1beta1_picked_up_later() {
+fn v1beta1_crd_not_installed_v1beta2_served_and_v1beta1_picked_up_later() {
     crd_missing_then_installed(BINDINGS_V1BETA1, BINDINGS_V1BETA2, "v1beta1");
 }
 
 #[test]
-fn watch_v1beta2_crd_not_installed_v1beta1_served_and_v1beta2_picked_up_later() {
+fn v1beta2_crd_not_installed_v1beta1_served_and_v1beta2_picked_up_later() {
     crd_missing_then_installed(BINDINGS_V1BETA2, BINDINGS_V1BETA1, "v1beta2");
 }
 
 #[test]
-fn watch_expiry_answered_with_http_410_also_relists() {
+fn expiry_answered_with_http_410_also_relists() {
     use acrpull_testkit::kube::ExpiredWatch;
     let mut w = World::start();
     w.api.set_expired_watch(ExpiredWatch::Http);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api.create(BINDINGS_V1BETA2, NS, v2("b1")).unwrap();
     w.wait_ready(BINDINGS_V1BETA2, NS, "b1");
     w.api.clear_log();
     w.api
         .inject(Fault::fail(503, Matcher::verb("watch", "acrpullbindings")));
     w.api.cut_watches();
-    w.eventually("the binding watch failing", || {
+    w.wait_for("the binding watch failing", WAIT, || {
         watch_failed(&w, "acrpullbindings").then_some(())
     });
     w.api.create(BINDINGS_V1BETA1, NS, v1("b2")).unwrap();
@@ -152,10 +150,10 @@ fn watch_expiry_answered_with_http_410_also_relists() {
 }
 
 #[test]
-fn watch_tiny_history_still_misses_nothing() {
+fn tiny_history_still_misses_nothing() {
     let mut w = World::start();
     w.api.set_history_limit(2);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     for i in 0..8 {
         w.api
             .create(BINDINGS_V1BETA2, NS, v2(&format!("b{i}")))
@@ -164,20 +162,20 @@ fn watch_tiny_history_still_misses_nothing() {
     for i in 0..8 {
         w.wait_ready(BINDINGS_V1BETA2, NS, &format!("b{i}"));
     }
-    w.eventually("all eight attached", || {
+    w.wait_for("all eight attached", WAIT, || {
         (w.pull_secrets(NS, "default").len() == 8).then_some(())
     });
 }
 
 #[test]
-fn watch_crd_removed_and_reinstalled_while_running() {
+fn crd_removed_and_reinstalled_while_running() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api.create(BINDINGS_V1BETA2, NS, v2("b1")).unwrap();
     w.wait_ready(BINDINGS_V1BETA2, NS, "b1");
     w.api.set_crd_installed(BINDINGS_V1BETA1, false);
     w.api.cut_watches();
-    w.eventually("the v1beta1 watch refused", || {
+    w.wait_for("the v1beta1 watch refused", WAIT, || {
         (w.api.count_matching(|r| {
             r.group == "msi-acrpull.microsoft.com" && r.verb == "watch" && r.code == 404
         }) > 0)

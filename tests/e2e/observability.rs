@@ -1,7 +1,6 @@
 //! Probes and metrics end to end: readiness waits for the initial lists, and every metric family
 //! carries values after real work.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA2};
@@ -9,20 +8,18 @@ use acrpull_testkit::world::{
     binding_v1beta2, free_port, http_get, identity, Acrpull, AcrpullOptions, World, REGISTRY,
 };
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
+use crate::{acrpull, bin};
 
 fn start(w: &mut World) -> (Acrpull, u16, u16) {
     let (m, h) = (free_port(), free_port());
-    let opts = AcrpullOptions {
-        args: vec![
-            format!("--metrics-bind-address=127.0.0.1:{m}"),
-            format!("--health-probe-bind-address=127.0.0.1:{h}"),
+    let p = acrpull(
+        w,
+        &[
+            &format!("--metrics-bind-address=127.0.0.1:{m}"),
+            &format!("--health-probe-bind-address=127.0.0.1:{h}"),
         ],
-        ..AcrpullOptions::default()
-    };
-    (w.start_acrpull(bin(), &opts), m, h)
+    );
+    (p, m, h)
 }
 
 #[test]
@@ -55,7 +52,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn every_metric_family_has_values_after_real_work() {
     let mut w = World::start();
-    let (_p, m, _) = start(&mut w);
+    let (_p, m, h) = start(&mut w);
     w.api
         .create(
             BINDINGS_V1BETA2,
@@ -81,6 +78,17 @@ fn every_metric_family_has_values_after_real_work() {
                 .filter(|t| value(t, "acrpull_bindings{state=\"ready\"}") == Some(1.0))
         },
     );
+    // One binding: exactly one Secret created from exactly one IMDS token.
+    for series in [
+        "acrpull_secret_writes_total{op=\"create\"}",
+        "acrpull_token_requests_total{upstream=\"imds\",outcome=\"ok\"}",
+    ] {
+        assert_eq!(value(&text, series), Some(1.0), "{series}:\n{text}");
+    }
+    for probe in ["readyz", "healthz"] {
+        let answer = http_get(&format!("http://127.0.0.1:{h}/{probe}"));
+        assert_eq!(answer.map(|(code, _)| code), Some(200), "{probe}");
+    }
     let at_least_one = [
         "acrpull_reconcile_total{result=\"success\"}",
         "acrpull_reconcile_duration_seconds_count",

@@ -14,17 +14,18 @@
 //! - a failing list or watch retries after 800 ms × 2ⁿ ± 25 % (so never sooner than 600 ms, then
 //!   1.2 s, 2.4 s, …), or after `Retry-After` for a 429.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{ExpiredWatch, Fault, LoggedRequest, Matcher, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
-    binding_v1beta2, identity, is_ready, pull_secret_names, Acrpull, AcrpullOptions, World,
-    CONTROLLER_USER, REGISTRY,
+    binding_v1beta2, identity, is_ready, pull_secret_names, AcrpullOptions, World, CONTROLLER_USER,
+    REGISTRY,
 };
 use serde_json::{json, Value};
+
+use crate::{acrpull, assert_alive, bin};
 
 const WAIT: Duration = Duration::from_secs(45);
 const SCOPE: &str = "repository:app:pull";
@@ -36,10 +37,6 @@ const FOREIGN: &str = "foreign-pull";
 const BYSTANDER: &str = "bystander";
 /// The three answers every route is tried with.
 const CODES: [u16; 3] = [500, 503, 429];
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// One kind of request, matched on what the emulator logs.
 #[derive(Clone, Debug)]
@@ -218,14 +215,6 @@ fn assert_only_own_writes(w: &World, target_sas: &[&str]) {
     );
 }
 
-fn assert_alive(p: &mut Acrpull) {
-    assert!(p.exited().is_none(), "acrpull exited: {:?}", p.exited());
-}
-
-fn start(w: &mut World) -> Acrpull {
-    w.start_acrpull(bin(), &AcrpullOptions::default())
-}
-
 /// Waits until every route has failed at least `n` times with `code` (the positive signal that
 /// the fault window was exercised), then checks how many requests each made since `since`.
 fn exercise(
@@ -297,7 +286,7 @@ fn every_write_and_read_route_recovers_from_500_503_and_429() {
         }
     }
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     exercise(&w, &routes, since, reconcile_bound);
     w.api.clear_faults();
     for ns in &namespaces {
@@ -423,7 +412,7 @@ fn list_and_watch_outage(code: u16) {
         w.api.inject(fault(code, &Route::new("list", r)));
     }
     let since = Instant::now();
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     streams_exercised(&w, "list", code, &[0, 0, 0], since);
     w.api.clear_faults();
     wait_ready(&w, "lw", "b0");
@@ -477,7 +466,7 @@ fn cut_and_compacted_watches_resume_or_relist_without_losing_changes() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::ZERO);
     tenant(&w, "cc");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     bind(&w, "cc", "b1");
     bind(&w, "cc", "b2");
     wait_ready(&w, "cc", "b1");
@@ -556,7 +545,7 @@ fn a_concurrent_service_account_writer_loses_no_entry_in_a_conflict_storm() {
     let mut w = World::start();
     w.api.set_default_sa_delay(Duration::ZERO);
     tenant(&w, "storm");
-    let mut p = start(&mut w);
+    let mut p = acrpull(&mut w, &[]);
     let api = Arc::new(w);
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));

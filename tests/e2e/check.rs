@@ -3,7 +3,6 @@
 //! Every test also scans the whole output for every token the fakes issued: a diagnose command
 //! is exactly where a token would be tempting to print.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use acrpull_testkit::azure::Audiences;
@@ -14,9 +13,7 @@ use acrpull_testkit::world::{
 };
 use serde_json::{json, Value};
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
+use crate::bin;
 
 /// What one `acrpull check` run printed and how it exited.
 struct Run {

@@ -884,7 +884,7 @@ fn schema_required_lists_equal_what_the_decoder_requires() {
 /// The JSON keys the decoder's source reads through its field helpers (`opt_str(obj, "key", ..)`
 /// and friends): the string literal that is each call's second argument.
 fn keys_read_by_the_decoder() -> BTreeSet<String> {
-    const SOURCE: &str = include_str!("../src/binding/spec.rs");
+    const SOURCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/binding/spec.rs"));
     let mut keys = BTreeSet::new();
     for helper in ["opt_str(", "opt_obj(", "non_empty(", "required_str("] {
         for (at, _) in SOURCE.match_indices(helper) {

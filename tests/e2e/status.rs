@@ -1,22 +1,12 @@
 //! Status conditions and Events end to end: success, failure, recovery.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
-use acrpull_testkit::world::{binding_v1beta2, identity, AcrpullOptions, World, REGISTRY};
+use acrpull_testkit::world::{binding_v1beta2, condition, identity, World, REGISTRY};
 use serde_json::Value;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn condition<'a>(b: &'a Value, t: &str) -> Option<&'a Value> {
-    b["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == t)
-}
+use crate::acrpull;
 
 fn events_for(w: &World, name: &str, reason: &str) -> Vec<Value> {
     w.api
@@ -29,7 +19,7 @@ fn events_for(w: &World, name: &str, reason: &str) -> Vec<Value> {
 #[test]
 fn conditions_and_events_follow_success_failure_and_recovery() {
     let mut w = World::start();
-    let _p = w.start_acrpull(bin(), &AcrpullOptions::default());
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(
             BINDINGS_V1BETA2,

@@ -1,16 +1,17 @@
 //! End to end (real binary, test kit, shipped RBAC): workload identity, every cloud's authority
 //! and audience, ACR-audience tokens, cross-tenant pulls, and re-minting on identity changes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::azure::{Audiences, LoggedRequest};
 use acrpull_testkit::kube::{Policies, BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
-    binding_v1beta2, binding_v1beta2_workload, identity, AcrpullOptions, World,
-    AIRGAPPED_AUTHORITY_HOST, CONTROLLER_USER, REGISTRY, SA_TOKEN_AUDIENCE, TENANT,
+    binding_v1beta2, binding_v1beta2_workload, identity, World, AIRGAPPED_AUTHORITY_HOST,
+    CONTROLLER_USER, REGISTRY, SA_TOKEN_AUDIENCE, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::acrpull;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The federated application workload-identity bindings authenticate as.
@@ -20,18 +21,6 @@ const APP2: &str = "aaaaaaaa-0000-0000-0000-000000000002";
 /// Another tenant, for cross-tenant pulls.
 const OTHER_TENANT: &str = "bbbbbbbb-0000-0000-0000-000000000009";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn start(w: &mut World, args: &[&str]) -> acrpull_testkit::world::Acrpull {
-    let opts = AcrpullOptions {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        ..AcrpullOptions::default()
-    };
-    w.start_acrpull(bin(), &opts)
-}
 
 fn annotated(client: &str, tenant: &str) -> Value {
     json!({"azure.workload.identity/client-id": client, "azure.workload.identity/tenant-id": tenant})
@@ -128,7 +117,7 @@ fn workload_identity_uses_the_service_account_annotations() {
     let mut w = World::start();
     w.service_account("default", "delegate", annotated(APP, TENANT));
     w.federate_service_account("default", "delegate", APP, TENANT);
-    let p = start(&mut w, &[]);
+    let p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),
@@ -169,7 +158,7 @@ fn workload_identity_literal_ids_ignore_annotations() {
         annotated("ffffffff-0000-0000-0000-000000000000", TENANT),
     );
     w.federate_service_account("default", "delegate", APP, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload(
@@ -191,7 +180,7 @@ fn workload_identity_literal_ids_ignore_annotations() {
 fn workload_identity_without_annotations_is_a_status_error() {
     let mut w = World::start();
     w.service_account("default", "delegate", json!({}));
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),
@@ -219,7 +208,7 @@ fn service_account_ref_is_minted_and_the_secret_goes_to_the_target() {
     let mut w = World::start();
     w.service_account("default", "federated", annotated(APP, TENANT));
     w.federate_service_account("default", "federated", APP, TENANT);
-    let p = start(&mut w, &[]);
+    let p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "federated", None, "default"),
@@ -238,7 +227,7 @@ fn service_account_ref_is_minted_and_the_secret_goes_to_the_target() {
 #[test]
 fn a_missing_referenced_service_account_is_a_status_error() {
     let mut w = World::start();
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "ghost", None, "default"),
@@ -253,7 +242,7 @@ fn entra_refusals_reach_status_with_error_and_description_but_no_assertion() {
     // Federated for another SA: Entra refuses the subject.
     w.service_account("default", "delegate", annotated(APP, TENANT));
     w.federate_service_account("default", "someone-else", APP, TENANT);
-    let p = start(&mut w, &[]);
+    let p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),
@@ -274,7 +263,7 @@ fn every_cloud_uses_its_authority_and_arm_audience() {
         w.add_registry(host, Audiences::ArmAndAcr);
         w.grant(APP, host, "*", &["pull"]);
     }
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     let cases = [
         (
             "gov",
@@ -325,7 +314,7 @@ fn managed_identity_in_each_cloud_asks_imds_for_that_clouds_audience() {
         "*",
         &["pull"],
     );
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     let mut b = binding_v1beta2(
         "default",
         "b",
@@ -349,7 +338,7 @@ fn managed_identity_in_each_cloud_asks_imds_for_that_clouds_audience() {
 fn airgapped_cloud_uses_its_cloud_config() {
     let mut w = World::start();
     w.federate_service_account("default", "default", APP, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     let cfg = json!({
         "entraAuthorityHost": format!("https://{AIRGAPPED_AUTHORITY_HOST}/"),
         "resourceManagerAudience": "https://management.azure.com/",
@@ -370,7 +359,7 @@ fn airgapped_cloud_uses_its_cloud_config() {
 #[test]
 fn airgapped_cloud_without_cloud_config_is_refused_and_the_controller_lives_on() {
     let mut w = World::start();
-    let mut p = start(&mut w, &[]);
+    let mut p = acrpull(&mut w, &[]);
     let bad = workload_binding_with_env("AirgappedCloud", None, REGISTRY);
     let e = w
         .api
@@ -401,7 +390,7 @@ fn airgapped_cloud_without_cloud_config_is_refused_and_the_controller_lives_on()
 fn authority_host_flag_overrides_every_cloud() {
     let mut w = World::start();
     w.federate_service_account("default", "default", APP, TENANT);
-    let _p = start(
+    let _p = acrpull(
         &mut w,
         &["--authority-host=https://login.microsoftonline.us"],
     );
@@ -424,7 +413,7 @@ fn acr_audience_works_where_arm_authentication_is_disabled() {
     w.grant(&identity(1).object_id, "strict.azurecr.io", "*", &["pull"]);
     w.federate_service_account("default", "default", APP, TENANT);
     w.grant(APP, "strict.azurecr.io", "*", &["pull"]);
-    let _p = start(&mut w, &["--entra-audience=acr"]);
+    let _p = acrpull(&mut w, &["--entra-audience=acr"]);
     create(
         &w,
         binding_v1beta2(
@@ -459,7 +448,7 @@ fn arm_audience_fails_clearly_where_arm_authentication_is_disabled() {
     let mut w = World::start();
     w.add_registry("strict.azurecr.io", Audiences::AcrOnly);
     w.grant(&identity(1).object_id, "strict.azurecr.io", "*", &["pull"]);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2(
@@ -480,7 +469,7 @@ fn arm_audience_fails_clearly_where_arm_authentication_is_disabled() {
 fn cross_tenant_pull_presents_the_node_identity_to_the_federated_application() {
     let mut w = World::start();
     w.federate_managed_identity(1, APP, OTHER_TENANT);
-    let p = start(&mut w, &[]);
+    let p = acrpull(&mut w, &[]);
     let mut b = binding_v1beta2(
         "default",
         "b",
@@ -516,7 +505,7 @@ fn changing_the_workload_client_or_tenant_re_mints_at_once() {
     let mut w = World::start();
     w.federate_service_account("default", "default", APP, TENANT);
     w.federate_service_account("default", "default", APP2, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, workload_binding_with_env("PublicCloud", None, REGISTRY));
     let first = fulfilled(&w, "b");
     assert_eq!(issued(&w, TENANT, APP), 1);
@@ -542,7 +531,7 @@ fn changing_the_service_account_annotations_is_picked_up_at_the_next_mint() {
     w.service_account("default", "delegate", annotated(APP, TENANT));
     w.federate_service_account("default", "delegate", APP, TENANT);
     w.federate_service_account("default", "delegate", APP2, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),
@@ -567,7 +556,7 @@ fn the_chart_policy_allows_exactly_the_one_audience() {
         token_audience: SA_TOKEN_AUDIENCE.to_string(),
     }));
     w.federate_service_account("default", "default", APP, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, workload_binding_with_env("PublicCloud", None, REGISTRY));
     fulfilled(&w, "b");
     assert!(!w.api.token_requests().is_empty());
@@ -580,7 +569,7 @@ fn another_audience_is_denied_by_the_chart_policy_and_reported() {
         controller_user: CONTROLLER_USER.to_string(),
         token_audience: SA_TOKEN_AUDIENCE.to_string(),
     }));
-    let _p = start(&mut w, &["--service-account-token-audience=api://Other"]);
+    let _p = acrpull(&mut w, &["--service-account-token-audience=api://Other"]);
     create(&w, workload_binding_with_env("PublicCloud", None, REGISTRY));
     let e = failed_with(&w, "b", "failed to mint service account token: ");
     assert!(e.contains("controller-token-request-policy"), "{e}");
@@ -590,7 +579,7 @@ fn another_audience_is_denied_by_the_chart_policy_and_reported() {
 #[test]
 fn switching_the_audience_mode_re_mints_at_once() {
     let mut w = World::start();
-    let p = start(&mut w, &[]);
+    let p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2(
@@ -604,7 +593,7 @@ fn switching_the_audience_mode_re_mints_at_once() {
     );
     let first = fulfilled(&w, "b");
     drop(p);
-    let _p = start(&mut w, &["--entra-audience=acr"]);
+    let _p = acrpull(&mut w, &["--entra-audience=acr"]);
     let second = w.wait_for("a re-minted secret", WAIT, || {
         let s = w.api.get("secrets", "default", "acr-pull-b")?;
         (s["data"] != first["data"]).then_some(s)
@@ -626,7 +615,7 @@ fn a_persistent_entra_refusal_backs_off_instead_of_looping() {
     let mut w = World::start();
     w.service_account("default", "delegate", annotated(APP, TENANT));
     w.federate_service_account("default", "someone-else", APP, TENANT);
-    let _p = start(&mut w, &[]);
+    let _p = acrpull(&mut w, &[]);
     create(
         &w,
         binding_v1beta2_workload("default", "b", SCOPE, "delegate", None, "delegate"),

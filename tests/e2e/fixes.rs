@@ -1,26 +1,20 @@
 //! End to end, one regression test per upstream bug we fix (spec §9, §1.2, §2.5, §2.10): each
-//! shows the fixed behaviour with the real binary against the emulated cluster.
+//! shows the fixed behaviour with the real binary against the emulated cluster. The fix both API
+//! versions share, deletion with the ServiceAccount gone, is a scenario in `versions`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use acrpull_testkit::kube::{Fault, Matcher, BINDINGS_V1BETA1, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta1, binding_v1beta2, identity, rfc3339, Acrpull, World,
-    BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, REFRESH_ANNOTATION, REGISTRY,
+    BINDING_LABEL, EXPIRY_ANNOTATION, FINALIZER, REFRESH_ANNOTATION, REGISTRY, WAIT,
 };
 use serde_json::{json, Value};
 
+use crate::{acrpull, now_unix};
+
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 fn v2(name: &str, sa: &str) -> Value {
     binding_v1beta2(NS, name, REGISTRY, SCOPE, &identity(1).client_id, sa)
@@ -50,19 +44,19 @@ fn is_label_value(v: &str) -> bool {
 }
 
 #[test]
-fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() {
+fn same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA2, NS, v2("b", "default"))
         .unwrap();
     w.api.create(BINDINGS_V1BETA1, NS, v1("b", "")).unwrap();
     let b2 = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     let b1 = w.wait_ready(BINDINGS_V1BETA1, NS, "b");
-    let s2 = w.eventually("the v1beta2 secret", || {
+    let s2 = w.wait_for("the v1beta2 secret", WAIT, || {
         w.api.get("secrets", NS, "acr-pull-b")
     });
-    let s1 = w.eventually("the v1beta1 secret", || {
+    let s1 = w.wait_for("the v1beta1 secret", WAIT, || {
         w.api.get("secrets", NS, "b-msi-acrpull-secret")
     });
     assert_pull_secret(&w, &s2, &b2, REGISTRY, "b");
@@ -71,7 +65,7 @@ fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() 
     w.wait_pull_secrets(NS, "default", &["acr-pull-b", "b-msi-acrpull-secret"]);
 
     // Both settle, and touching both makes neither write anything.
-    w.eventually("both idle", || {
+    w.wait_for("both idle", WAIT, || {
         (idle_passes(&p, "default/b (v1beta2)") > 0 && idle_passes(&p, "default/b (v1beta1)") > 0)
             .then_some(())
     });
@@ -85,7 +79,7 @@ fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() 
             o["metadata"]["annotations"] = json!({"example.com/poke": "1"});
         });
     }
-    w.eventually("both passes after the poke", || {
+    w.wait_for("both passes after the poke", WAIT, || {
         (idle_passes(&p, "default/b (v1beta2)") > before.0
             && idle_passes(&p, "default/b (v1beta1)") > before.1)
             .then_some(())
@@ -98,7 +92,7 @@ fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() 
 
     // Deleting one removes only its own Secret and reference.
     w.api.delete(BINDINGS_V1BETA2, NS, "b").unwrap();
-    w.eventually("the v1beta2 binding gone", || {
+    w.wait_for("the v1beta2 binding gone", WAIT, || {
         w.api.get(BINDINGS_V1BETA2, NS, "b").is_none().then_some(())
     });
     assert!(w.api.get("secrets", NS, "acr-pull-b").is_none());
@@ -112,9 +106,9 @@ fn fix_same_name_v1beta1_and_v1beta2_bindings_never_touch_each_others_secrets() 
 }
 
 #[test]
-fn fix_binding_names_longer_than_63_characters_get_a_valid_label() {
+fn binding_names_longer_than_63_characters_get_a_valid_label() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let long = format!("{}-{}", "a".repeat(40), "b".repeat(59));
     assert_eq!(long.len(), 100);
     w.api
@@ -125,8 +119,12 @@ fn fix_binding_names_longer_than_63_characters_get_a_valid_label() {
     let b1 = w.wait_ready(BINDINGS_V1BETA1, NS, &long);
     let name2 = format!("acr-pull-{long}");
     let name1 = format!("{long}-msi-acrpull-secret");
-    let s2 = w.eventually("the v1beta2 secret", || w.api.get("secrets", NS, &name2));
-    let s1 = w.eventually("the v1beta1 secret", || w.api.get("secrets", NS, &name1));
+    let s2 = w.wait_for("the v1beta2 secret", WAIT, || {
+        w.api.get("secrets", NS, &name2)
+    });
+    let s1 = w.wait_for("the v1beta1 secret", WAIT, || {
+        w.api.get("secrets", NS, &name1)
+    });
     let label = s2["metadata"]["labels"][BINDING_LABEL]
         .as_str()
         .unwrap_or_default()
@@ -140,9 +138,9 @@ fn fix_binding_names_longer_than_63_characters_get_a_valid_label() {
 }
 
 #[test]
-fn fix_binding_names_of_253_characters_get_a_hashed_secret_name() {
+fn binding_names_of_253_characters_get_a_hashed_secret_name() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let long = format!("{}z", "abcdefghi-".repeat(26))[8..].to_string();
     assert_eq!(long.len(), 253);
     w.api
@@ -173,12 +171,12 @@ fn fix_binding_names_of_253_characters_get_a_hashed_secret_name() {
 }
 
 #[test]
-fn fix_v1beta1_previous_service_account_is_cleaned_up() {
+fn v1beta1_previous_service_account_is_cleaned_up() {
     let mut w = World::start();
     w.service_account(NS, "first", json!({}));
     w.service_account(NS, "second", json!({}));
     w.set_pull_secrets(NS, "first", &["user-secret"]);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA1, NS, v1("b", "first"))
         .unwrap();
@@ -192,7 +190,7 @@ fn fix_v1beta1_previous_service_account_is_cleaned_up() {
 }
 
 #[test]
-fn fix_no_unpaged_or_unselected_cluster_wide_secret_list() {
+fn no_unpaged_or_unselected_cluster_wide_secret_list() {
     let mut w = World::start();
     // Noise: unrelated Secrets, and more labelled ones than one page holds.
     w.namespace("noise");
@@ -223,13 +221,13 @@ fn fix_no_unpaged_or_unselected_cluster_wide_secret_list() {
             )
             .unwrap();
     }
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA2, NS, v2("b", "default"))
         .unwrap();
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     // The Secret watch starts once its list is complete.
-    let log = w.eventually("the Secret watch", || {
+    let log = w.wait_for("the Secret watch", WAIT, || {
         let log = w.api.request_log();
         log.iter()
             .any(|r| r.resource == "secrets" && r.verb == "watch")
@@ -271,14 +269,16 @@ fn fix_no_unpaged_or_unselected_cluster_wide_secret_list() {
 }
 
 #[test]
-fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
+fn foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA2, NS, v2("b", "default"))
         .unwrap();
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    w.wait_for("the secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b")
+    });
     let stale = rfc3339(now_unix() + 10).unwrap();
     w.edit("secrets", NS, "acr-pull-b", |o| {
         o["metadata"]["labels"]["team.example.com/owner"] = json!("payments");
@@ -286,7 +286,7 @@ fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
         o["metadata"]["annotations"][EXPIRY_ANNOTATION] = json!(stale);
         o["metadata"]["annotations"][REFRESH_ANNOTATION] = json!(rfc3339(now_unix() - 3600));
     });
-    let s = w.eventually("the refreshed secret", || {
+    let s = w.wait_for("the refreshed secret", WAIT, || {
         w.api
             .get("secrets", NS, "acr-pull-b")
             .filter(|s| s["metadata"]["annotations"][EXPIRY_ANNOTATION] != stale.as_str())
@@ -302,24 +302,7 @@ fn fix_foreign_labels_and_annotations_on_a_pull_secret_survive_a_refresh() {
 }
 
 #[test]
-fn fix_v1beta1_deletion_completes_when_the_service_account_is_missing() {
-    let mut w = World::start();
-    w.service_account(NS, "robot", json!({}));
-    let _p = w.acrpull(bin(), &[]);
-    w.api
-        .create(BINDINGS_V1BETA1, NS, v1("b", "robot"))
-        .unwrap();
-    w.wait_ready(BINDINGS_V1BETA1, NS, "b");
-    w.api.delete("serviceaccounts", NS, "robot").unwrap();
-    w.api.delete(BINDINGS_V1BETA1, NS, "b").unwrap();
-    w.eventually("the binding gone", || {
-        w.api.get(BINDINGS_V1BETA1, NS, "b").is_none().then_some(())
-    });
-    assert!(w.api.get("secrets", NS, "b-msi-acrpull-secret").is_none());
-}
-
-#[test]
-fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
+fn label_selector_with_set_based_grammar_applies_to_both_kinds() {
     let mut w = World::start();
     let labelled = |mut obj: Value, labels: Value| {
         obj["metadata"]["labels"] = labels;
@@ -352,8 +335,8 @@ fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
         labelled(v1("db1", ""), json!({"tier": "db"})),
     );
     // Started after the bindings exist, so its first list shows what the selector lets through.
-    let p = w.acrpull(
-        bin(),
+    let p = acrpull(
+        &mut w,
         &["--label-selector=environment!=prod,tier in (frontend,backend)"],
     );
     w.wait_ready(BINDINGS_V1BETA2, NS, "match2");
@@ -390,10 +373,10 @@ fn fix_label_selector_with_set_based_grammar_applies_to_both_kinds() {
 }
 
 #[test]
-fn fix_no_secret_is_deleted_before_every_service_account_is_known() {
+fn no_secret_is_deleted_before_every_service_account_is_known() {
     let mut w = World::start();
     w.service_account(NS, "delegate", json!({}));
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA2, NS, v2("b", "delegate"))
         .unwrap();
@@ -424,18 +407,18 @@ fn fix_no_secret_is_deleted_before_every_service_account_is_known() {
         Matcher::verb("list", "serviceaccounts"),
         Duration::from_millis(1500),
     ));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.wait_pull_secrets(NS, "delegate", &["extraneous"]);
     w.wait_pull_secrets(NS, "default", &["acr-pull-b"]);
-    w.eventually("the old secret deleted", || {
+    w.wait_for("the old secret deleted", WAIT, || {
         w.api.get("secrets", NS, old).is_none().then_some(())
     });
 }
 
 #[test]
-fn fix_binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() {
+fn binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &["--label-selector=team=a"]);
+    let _p = acrpull(&mut w, &["--label-selector=team=a"]);
     let mut obj = v2("b", "default");
     obj["metadata"]["labels"] = json!({"team": "a"});
     w.api.create(BINDINGS_V1BETA2, NS, obj).unwrap();
@@ -462,18 +445,20 @@ fn fix_binding_that_falls_out_of_the_label_selector_is_not_stuck_when_deleted() 
 }
 
 #[test]
-fn fix_throttled_writes_honour_retry_after_and_converge() {
+fn throttled_writes_honour_retry_after_and_converge() {
     let mut w = World::start();
     w.api
         .inject(Fault::throttle(Matcher::verb("create", "secrets"), 1).times(1));
     w.api
         .inject(Fault::throttle(Matcher::verb("patch", "serviceaccounts"), 1).times(1));
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     w.api
         .create(BINDINGS_V1BETA2, NS, v2("b", "default"))
         .unwrap();
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    let s = w.wait_for("the secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b")
+    });
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     w.wait_pull_secrets(NS, "default", &["acr-pull-b"]);
     let throttled = w.api.count_matching(|r| r.code == 429);

@@ -6,18 +6,15 @@ use std::time::Duration;
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, EVENTS};
 use acrpull_testkit::world::{
-    binding_v1beta2, binding_v1beta2_workload, identity, Acrpull, AcrpullOptions, World, REGISTRY,
-    TENANT,
+    binding_v1beta2, binding_v1beta2_workload, identity, Acrpull, World, REGISTRY, TENANT,
 };
 use serde_json::{json, Value};
+
+use crate::acrpull;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn write_policy(w: &World, rules: Value) -> PathBuf {
     let path = w.dir().join("policy.json");
@@ -29,11 +26,7 @@ fn write_policy(w: &World, rules: Value) -> PathBuf {
 }
 
 fn start(w: &mut World, policy: &Path) -> Acrpull {
-    let opts = AcrpullOptions {
-        args: vec![format!("--identity-policy={}", policy.display())],
-        ..AcrpullOptions::default()
-    };
-    w.start_acrpull(bin(), &opts)
+    acrpull(w, &[&format!("--identity-policy={}", policy.display())])
 }
 
 fn create(w: &World, obj: Value) {

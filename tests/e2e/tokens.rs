@@ -1,7 +1,6 @@
 //! End to end, what tokens cost: shared tokens across bindings, error backoff instead of a retry
 //! loop, retries of bindings that never succeeded, and timed refresh of short-lived tokens.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,18 +8,16 @@ use std::time::{Duration, Instant};
 use acrpull_testkit::kube::BINDINGS_V1BETA2;
 use acrpull_testkit::world::{
     assert_pull_secret, binding_v1beta2, identity, parse_rfc3339, secret_password, World,
-    CONTROLLER_USER, EXPIRY_ANNOTATION, REFRESH_ANNOTATION, REGISTRY,
+    CONTROLLER_USER, EXPIRY_ANNOTATION, REFRESH_ANNOTATION, REGISTRY, WAIT,
 };
 use serde_json::Value;
+
+use crate::acrpull;
 
 const NS: &str = "default";
 const SCOPE: &str = "repository:app:pull";
 /// A client ID the fake VM does not have (until a test assigns it).
 const UNKNOWN: u32 = 9;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 fn create(w: &World, name: &str, client_id: &str) -> Value {
     w.api
@@ -50,7 +47,7 @@ fn imds_arrivals(w: &World, window: Duration, stop_after: usize) -> Vec<Duration
 
 /// Waits until acrpull watches all four resources, so no start-up pass mixes into a test.
 fn watching(w: &World) {
-    w.eventually("acrpull watching", || {
+    w.wait_for("acrpull watching", WAIT, || {
         let watches = |res: &str| {
             w.api.count_matching(|r| {
                 r.user == CONTROLLER_USER && r.verb == "watch" && r.resource == res
@@ -64,9 +61,9 @@ fn watching(w: &World) {
 }
 
 #[test]
-fn tokens_second_binding_with_same_identity_registry_and_scope_costs_no_extra_request() {
+fn second_binding_with_same_identity_registry_and_scope_costs_no_extra_request() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     create(&w, "first", &identity(1).client_id);
     w.wait_ready(BINDINGS_V1BETA2, NS, "first");
     let imds = w.azure.imds.counters();
@@ -76,7 +73,7 @@ fn tokens_second_binding_with_same_identity_registry_and_scope_costs_no_extra_re
 
     create(&w, "second", &identity(1).client_id);
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "second");
-    let s = w.eventually("the second secret", || {
+    let s = w.wait_for("the second secret", WAIT, || {
         w.api.get("secrets", NS, "acr-pull-second")
     });
     let password = assert_pull_secret(&w, &s, &b, REGISTRY, "second");
@@ -92,9 +89,9 @@ fn tokens_second_binding_with_same_identity_registry_and_scope_costs_no_extra_re
 }
 
 #[test]
-fn tokens_bindings_created_together_share_one_exchange() {
+fn bindings_created_together_share_one_exchange() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let names: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
     for n in &names {
         create(&w, n, &identity(1).client_id);
@@ -110,9 +107,9 @@ fn tokens_bindings_created_together_share_one_exchange() {
 }
 
 #[test]
-fn tokens_failures_back_off_instead_of_retrying_every_second() {
+fn failures_back_off_instead_of_retrying_every_second() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     watching(&w);
     create(&w, "b", &identity(UNKNOWN).client_id);
     // Passes queued by the failure's own writes count as failures too (up to 16–24 s).
@@ -129,9 +126,9 @@ fn tokens_failures_back_off_instead_of_retrying_every_second() {
 }
 
 #[test]
-fn tokens_binding_that_never_succeeded_is_retried_until_it_succeeds() {
+fn binding_that_never_succeeded_is_retried_until_it_succeeds() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     watching(&w);
     create(&w, "b", &identity(UNKNOWN).client_id);
     w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());
@@ -142,14 +139,16 @@ fn tokens_binding_that_never_succeeded_is_retried_until_it_succeeds() {
         let s = &b["status"];
         (s["tokenExpirationTime"].is_string() && s["error"].is_null()).then_some(b)
     });
-    let s = w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    let s = w.wait_for("the secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b")
+    });
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
 }
 
 #[test]
-fn tokens_error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
+fn error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     // Real Entra error descriptions carry a trace ID and a timestamp, so no two failures read
     // the same. Here every other IMDS answer is a 403 instead of "identity not assigned".
     let stop = Arc::new(AtomicBool::new(false));
@@ -181,15 +180,17 @@ fn tokens_error_texts_that_change_between_attempts_do_not_cause_a_retry_loop() {
 }
 
 #[test]
-fn tokens_short_lived_token_is_refreshed_before_it_expires() {
+fn short_lived_token_is_refreshed_before_it_expires() {
     let mut w = World::start();
     w.azure
         .acr
         .set_access_token_lifetime(Duration::from_secs(20));
-    let _p = w.acrpull(bin(), &["--ttl-rotation-fraction=0.25"]);
+    let _p = acrpull(&mut w, &["--ttl-rotation-fraction=0.25"]);
     create(&w, "b", &identity(1).client_id);
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    let s = w.wait_for("the secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b")
+    });
     let ann = |s: &Value, k: &str| {
         parse_rfc3339(s["metadata"]["annotations"][k].as_str().unwrap_or("")).unwrap_or(0)
     };
@@ -208,9 +209,9 @@ fn tokens_short_lived_token_is_refreshed_before_it_expires() {
 }
 
 #[test]
-fn tokens_never_appear_in_the_log_or_the_status() {
+fn never_appear_in_the_log_or_the_status() {
     let mut w = World::start();
-    let p = w.acrpull(bin(), &[]);
+    let p = acrpull(&mut w, &[]);
     create(&w, "b", &identity(1).client_id);
     w.wait_ready(BINDINGS_V1BETA2, NS, "b");
     create(&w, "bad", &identity(UNKNOWN).client_id);
@@ -222,7 +223,7 @@ fn tokens_never_appear_in_the_log_or_the_status() {
         o["metadata"]["annotations"][REFRESH_ANNOTATION] =
             serde_json::json!("1999-12-31T23:00:00Z");
     });
-    w.eventually("the refreshed secret", || {
+    w.wait_for("the refreshed secret", WAIT, || {
         w.api
             .get("secrets", NS, "acr-pull-b")
             .filter(|s| s["metadata"]["annotations"][EXPIRY_ANNOTATION] != "2000-01-01T00:00:00Z")
@@ -241,9 +242,9 @@ fn tokens_never_appear_in_the_log_or_the_status() {
 }
 
 #[test]
-fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
+fn fifty_bindings_across_namespaces_cost_one_token() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     let namespaces: Vec<String> = (0..5).map(|i| format!("ns{i}")).collect();
     for ns in &namespaces {
         w.namespace(ns);
@@ -270,7 +271,7 @@ fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
         for i in 0..10 {
             w.wait_ready(BINDINGS_V1BETA2, ns, &format!("b{i}"));
         }
-        w.eventually("all ten attached", || {
+        w.wait_for("all ten attached", WAIT, || {
             (w.pull_secrets(ns, "default").len() == 10).then_some(())
         });
     }
@@ -281,16 +282,18 @@ fn tokens_fifty_bindings_across_namespaces_cost_one_token() {
 }
 
 #[test]
-fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
+fn transient_imds_and_acr_failures_are_retried_within_one_attempt() {
     let mut w = World::start();
     w.azure.imds.faults.fail_next(2, 429);
     w.azure.acr.faults.fail_next(1, 503);
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     watching(&w);
     w.api.clear_log();
     create(&w, "b", &identity(1).client_id);
     let b = w.wait_ready(BINDINGS_V1BETA2, NS, "b");
-    let s = w.eventually("the secret", || w.api.get("secrets", NS, "acr-pull-b"));
+    let s = w.wait_for("the secret", WAIT, || {
+        w.api.get("secrets", NS, "acr-pull-b")
+    });
     assert_pull_secret(&w, &s, &b, REGISTRY, "b");
     assert_eq!(w.azure.imds.counters().requests, 3, "two retries");
     // No failure ever reached the status: exactly one status write, the success.
@@ -298,16 +301,16 @@ fn tokens_transient_imds_and_acr_failures_are_retried_within_one_attempt() {
         w.api
             .count_matching(|r| r.user == CONTROLLER_USER && r.subresource == "status")
     };
-    w.eventually("the status write logged", || {
+    w.wait_for("the status write logged", WAIT, || {
         (status_writes() > 0).then_some(())
     });
     assert_eq!(status_writes(), 1);
 }
 
 #[test]
-fn tokens_a_fixed_spec_is_tried_at_once_not_after_the_backoff() {
+fn a_fixed_spec_is_tried_at_once_not_after_the_backoff() {
     let mut w = World::start();
-    let _p = w.acrpull(bin(), &[]);
+    let _p = acrpull(&mut w, &[]);
     watching(&w);
     create(&w, "b", &identity(UNKNOWN).client_id);
     w.wait_error(BINDINGS_V1BETA2, NS, "b", |e| !e.is_empty());

@@ -2,7 +2,6 @@
 //! HTTPS with verified certificates is spoken to registries and Entra, and no token reaches the
 //! log (even at trace), Events, binding status or metrics.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +15,11 @@ use acrpull_testkit::world::{
 };
 use serde_json::{json, Value};
 
+use crate::bin;
+
 const WAIT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "repository:app:pull";
 const APP: &str = "aaaaaaaa-0000-0000-0000-000000000001";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_acrpull"))
-}
 
 /// Counts requests and answers them all the same way.
 struct Recorder {
