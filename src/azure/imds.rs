@@ -16,16 +16,8 @@ use super::secret::{AccessToken, SecretString};
 /// The IMDS token API version (the oldest that supports managed identities).
 const API_VERSION: &str = "2018-02-01";
 
-/// Which managed identity to ask IMDS for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ManagedIdentity {
-    /// The node's system-assigned identity.
-    System,
-    /// A user-assigned identity by client ID.
-    ClientId(String),
-    /// A user-assigned identity by ARM resource ID.
-    ResourceId(String),
-}
+// The identity is the binding model's: IMDS asks for whichever one a binding names.
+pub use crate::binding::ManagedIdentity;
 
 /// Why IMDS gave no token.
 #[derive(Debug, Clone)]

@@ -13,8 +13,6 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::azure::imds::ManagedIdentity;
-
 pub mod error;
 pub mod hash;
 pub mod names;
@@ -298,6 +296,17 @@ impl Spec {
             _ => None,
         }
     }
+}
+
+/// A managed identity of the node, as IMDS is asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ManagedIdentity {
+    /// The node's system-assigned identity.
+    System,
+    /// A user-assigned identity by client ID.
+    ClientId(String),
+    /// A user-assigned identity by ARM resource ID.
+    ResourceId(String),
 }
 
 /// One binding of either version.

@@ -30,8 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use crate::azure::imds::ManagedIdentity;
 use crate::binding::Identity;
+use crate::binding::ManagedIdentity;
 
 /// The identity name of the node's system-assigned identity in a policy.
 pub const SYSTEM_ASSIGNED: &str = "system-assigned";

@@ -5,10 +5,9 @@ use crate::compact::text::share;
 use serde_json::Value;
 
 use super::{
-    clean_path, CloudConfig, Environment, Identity, Spec, SpecError, V1beta1Defaults,
-    DEFAULT_SERVICE_ACCOUNT, MAX_FIELD_BYTES, V1BETA1_ARM_RESOURCE,
+    clean_path, CloudConfig, Environment, Identity, ManagedIdentity, Spec, SpecError,
+    V1beta1Defaults, DEFAULT_SERVICE_ACCOUNT, MAX_FIELD_BYTES, V1BETA1_ARM_RESOURCE,
 };
-use crate::azure::imds::ManagedIdentity;
 use crate::binding::hash::inputs_hash;
 
 /// Reads an optional string field: absent/null → `None`; wrong type or too long → error.

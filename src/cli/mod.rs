@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::binding::ApiVersion;
+pub use crate::ops::logging::LogFormat;
 
 /// Which audience Entra and IMDS tokens are requested for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,15 +17,6 @@ pub enum EntraAudience {
     Arm,
     /// The registry audience `https://containerregistry.azure.net`.
     Acr,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One human-readable line per record.
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
 }
 
 /// Everything the controller needs from the command line and the environment.

@@ -20,12 +20,12 @@ use crate::controller::store::Store;
 use crate::controller::{Controller, EventSink, Observability, Settings};
 use crate::kube;
 use crate::ops::health::Health;
-use crate::ops::metrics::{collect_token_counters, Metrics};
+use crate::ops::metrics::Metrics;
 use crate::ops::serve;
 use crate::ops::signals::Signals;
 use crate::plan::PlanConfig;
 use crate::tokens::credential::{FlowConfig, Minter};
-use crate::tokens::metered::Metered;
+use crate::tokens::metered::{collect_token_counters, Metered};
 use crate::tokens::{AzureUpstream, SystemClock, TokenService};
 use std::time::Duration;
 

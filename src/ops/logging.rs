@@ -5,10 +5,17 @@
 
 use std::io::Write;
 
-use crate::cli::LogFormat;
-
 /// Modules whose verbose levels could print credentials.
 const CAPPED: [&str; 3] = ["ureq", "ureq_proto", "rustls"];
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per record.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
 
 /// Installs the global logger.
 pub fn init(format: LogFormat, default_level: &str) {

@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::tokens::{Counters, UpstreamKind};
-
 /// Upper bounds of the latency histograms, in seconds: 5 ms (a cache-warm exchange) to 30 s (a timeout).
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -495,20 +493,19 @@ impl Metrics {
     }
 
     /// Records the latency of one request to Azure. The request *counts*
-    /// (`acrpull_token_requests_total`) come from the token service via [`collect_token_counters`].
-    pub fn token_request_duration(&self, upstream: UpstreamKind, took: Duration) {
-        self.token_request_duration
-            .observe(&[upstream.as_str()], took);
+    /// (`acrpull_token_requests_total`) come from the token service's collector (`tokens::metered::collect_token_counters`).
+    pub fn token_request_duration(&self, upstream: &'static str, took: Duration) {
+        self.token_request_duration.observe(&[upstream], took);
     }
 
     /// Counts an HTTP 429 from Azure.
-    pub fn azure_throttled(&self, upstream: UpstreamKind) {
-        self.azure_throttled.inc(&[upstream.as_str()]);
+    pub fn azure_throttled(&self, upstream: &'static str) {
+        self.azure_throttled.inc(&[upstream]);
     }
 
     /// Counts an HTTP 5xx from Azure.
-    pub fn azure_server_error(&self, upstream: UpstreamKind) {
-        self.azure_server_errors.inc(&[upstream.as_str()]);
+    pub fn azure_server_error(&self, upstream: &'static str) {
+        self.azure_server_errors.inc(&[upstream]);
     }
 
     /// Sets the number of keys waiting in the work queue (or add a collector that reads it).
@@ -580,39 +577,6 @@ impl Metrics {
     }
 }
 
-/// Renders the token service's counters: `acrpull_token_requests_total{upstream,outcome}` and
-/// `acrpull_token_cache_hits_total{cache}`. Wire it with
-/// `metrics.add_collector(Box::new(move |r| collect_token_counters(service.counters(), r)))`.
-pub fn collect_token_counters(counters: &Counters, r: &mut Render) {
-    const REQUESTS: &str = "acrpull_token_requests_total";
-    const REQUESTS_HELP: &str = "Token requests to Azure by upstream and outcome.";
-    for kind in UpstreamKind::ALL {
-        for (ok, outcome) in [(true, "ok"), (false, "error")] {
-            let labels = [("upstream", kind.as_str()), ("outcome", outcome)];
-            r.counter(
-                REQUESTS,
-                REQUESTS_HELP,
-                &labels,
-                counters.requests(kind, ok),
-            );
-        }
-    }
-    const HITS: &str = "acrpull_token_cache_hits_total";
-    const HITS_HELP: &str = "Tokens served from the cache instead of Azure.";
-    r.counter(
-        HITS,
-        HITS_HELP,
-        &[("cache", "entra")],
-        counters.entra_cache_hits(),
-    );
-    r.counter(
-        HITS,
-        HITS_HELP,
-        &[("cache", "acr")],
-        counters.acr_cache_hits(),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,7 +643,7 @@ mod tests {
     #[test]
     fn labelled_histogram_puts_le_last() {
         let m = Metrics::default();
-        m.token_request_duration(UpstreamKind::AcrExchange, Duration::from_millis(20));
+        m.token_request_duration("acr_exchange", Duration::from_millis(20));
         let text = m.render();
         assert!(text.contains(
             "acrpull_token_request_duration_seconds_bucket{upstream=\"acr_exchange\",le=\"0.025\"} 1\n"
@@ -700,9 +664,14 @@ mod tests {
     #[test]
     fn collectors_join_their_family_and_are_read_at_scrape_time() {
         let m = Metrics::default();
-        let counters = std::sync::Arc::new(Counters::default());
-        let c = counters.clone();
-        m.add_collector(Box::new(move |r| collect_token_counters(&c, r)));
+        m.add_collector(Box::new(|r| {
+            r.counter(
+                "acrpull_token_requests_total",
+                "help",
+                &[("upstream", "imds"), ("outcome", "ok")],
+                0,
+            )
+        }));
         m.add_collector(Box::new(|r| {
             r.counter(
                 "acrpull_watch_restarts_total",
@@ -714,7 +683,6 @@ mod tests {
         m.watch_restart("secrets");
         let text = m.render();
         assert!(text.contains("acrpull_token_requests_total{upstream=\"imds\",outcome=\"ok\"} 0\n"));
-        assert!(text.contains("acrpull_token_cache_hits_total{cache=\"acr\"} 0\n"));
         // One header per family even when a collector adds to a family the registry owns.
         assert_eq!(
             text.matches("# TYPE acrpull_watch_restarts_total").count(),
@@ -765,8 +733,8 @@ mod tests {
     #[test]
     fn every_family_is_prefixed_and_typed_once() {
         let m = Metrics::default();
-        m.azure_throttled(UpstreamKind::Imds);
-        m.azure_server_error(UpstreamKind::Entra);
+        m.azure_throttled("imds");
+        m.azure_server_error("entra");
         m.secret_write(SecretOp::Replace);
         m.serviceaccount_write();
         m.status_write();

@@ -11,8 +11,8 @@ use crate::azure::acr::AcrError;
 use crate::azure::entra::{AssertionRequest, EntraError};
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::{AccessToken, HttpError, SecretString};
-use crate::ops::metrics::Metrics;
-use crate::tokens::{TokenError, Upstream, UpstreamKind};
+use crate::ops::metrics::{Metrics, Render};
+use crate::tokens::{Counters, TokenError, Upstream, UpstreamKind};
 
 /// The HTTP status Azure answered with, when the error carries one.
 fn status_of(e: &TokenError) -> Option<u16> {
@@ -40,11 +40,13 @@ impl Metered {
     }
 
     fn record<T>(&self, kind: UpstreamKind, started: Instant, r: &Result<T, TokenError>) {
-        self.metrics.token_request_duration(kind, started.elapsed());
+        let label = kind.as_str();
+        self.metrics
+            .token_request_duration(label, started.elapsed());
         if let Err(e) = r {
             match status_of(e) {
-                Some(429) => self.metrics.azure_throttled(kind),
-                Some(s) if s >= 500 => self.metrics.azure_server_error(kind),
+                Some(429) => self.metrics.azure_throttled(label),
+                Some(s) if s >= 500 => self.metrics.azure_server_error(label),
                 _ => {}
             }
         }
@@ -99,6 +101,39 @@ impl Upstream for Metered {
     }
 }
 
+/// Renders the token service's counters: `acrpull_token_requests_total{upstream,outcome}` and
+/// `acrpull_token_cache_hits_total{cache}`. Wire it with
+/// `metrics.add_collector(Box::new(move |r| collect_token_counters(service.counters(), r)))`.
+pub fn collect_token_counters(counters: &Counters, r: &mut Render) {
+    const REQUESTS: &str = "acrpull_token_requests_total";
+    const REQUESTS_HELP: &str = "Token requests to Azure by upstream and outcome.";
+    for kind in UpstreamKind::ALL {
+        for (ok, outcome) in [(true, "ok"), (false, "error")] {
+            let labels = [("upstream", kind.as_str()), ("outcome", outcome)];
+            r.counter(
+                REQUESTS,
+                REQUESTS_HELP,
+                &labels,
+                counters.requests(kind, ok),
+            );
+        }
+    }
+    const HITS: &str = "acrpull_token_cache_hits_total";
+    const HITS_HELP: &str = "Tokens served from the cache instead of Azure.";
+    r.counter(
+        HITS,
+        HITS_HELP,
+        &[("cache", "entra")],
+        counters.entra_cache_hits(),
+    );
+    r.counter(
+        HITS,
+        HITS_HELP,
+        &[("cache", "acr")],
+        counters.acr_cache_hits(),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +152,25 @@ mod tests {
         }));
         assert_eq!(status_of(&server), Some(503));
         assert_eq!(status_of(&TokenError::Acr(AcrError::NoExpiry)), None);
+    }
+
+    #[test]
+    fn token_counters_render_every_upstream_and_cache_seeded_at_zero() {
+        let m = Metrics::default();
+        let counters = Arc::new(Counters::default());
+        let c = Arc::clone(&counters);
+        m.add_collector(Box::new(move |r| collect_token_counters(&c, r)));
+        let text = m.render();
+        for kind in UpstreamKind::ALL {
+            for outcome in ["ok", "error"] {
+                let line = format!(
+                    "acrpull_token_requests_total{{upstream=\"{}\",outcome=\"{outcome}\"}} 0\n",
+                    kind.as_str()
+                );
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
+        }
+        assert!(text.contains("acrpull_token_cache_hits_total{cache=\"entra\"} 0\n"));
+        assert!(text.contains("acrpull_token_cache_hits_total{cache=\"acr\"} 0\n"));
     }
 }
