@@ -1,8 +1,7 @@
 //! A compact string-to-string map for the labels and annotations the store keeps per Secret.
 //!
 //! A `BTreeMap<String, String>` allocates a node with room for eleven entries however few it
-//! holds (about 1.2 KiB for the three or four entries of a pull Secret); at ten thousand Secrets
-//! that was the largest single item in acrpull's memory. Here the whole map is one exact-sized
+//! holds, and a pull Secret has three or four: per Secret that is many times the data itself. Here the whole map is one exact-sized
 //! string: entries sorted by key, each length-prefixed, and the keys every pull Secret carries
 //! written as a short code. Lookups scan it, which for a handful of entries is as fast as a
 //! search and costs no memory.

@@ -1,9 +1,8 @@
 //! Buffer sizes for every HTTP connection acrpull keeps open.
 //!
-//! ureq gives each connection an input and an output buffer of 128 KiB by default, and the TLS
-//! layer a second pair on top: about 512 KiB per pooled HTTPS connection, which with a dozen
-//! connections (watches, workers, Events, leader election, Azure) was a fifth of acrpull's memory.
-//! Kubernetes and Azure answer with small headers, and bodies stream through these buffers rather
+//! ureq's default buffers are sized for bulk transfers, and the TLS layer adds a second pair on
+//! top, for each of the dozen pooled connections (watches, workers, Events, leader election,
+//! Azure). Kubernetes and Azure answer with small headers, and bodies stream through these buffers rather
 //! than into them, so small buffers cost no extra requests, only a few more reads of a large
 //! list page.
 
