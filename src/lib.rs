@@ -1,22 +1,51 @@
 //! acrpull: keeps Azure Container Registry pull secrets fresh for `AcrPullBinding` objects.
 //!
-//! The folders follow the flow, top to bottom:
+//! The folders read in the order of the flow:
 //! watch → store → queue → reconcile → plan → tokens → writes.
+//! A watch event enters the store (`controller::dispatch`, `controller::store`), which queues
+//! the bindings it concerns (`controller::schedule`); a worker reconciles one at a time
+//! (`controller::worker`, `controller::reconcile`), asking the pure planner (`plan`) what to
+//! write, the token service (`tokens`) for a registry token when the plan needs one, and the
+//! Kubernetes API (`kube`) to write. Below those sit the model (`binding`), the Azure endpoints
+//! (`azure`) and the HTTP plumbing both clients share (`net`); beside them, running it (`ops`),
+//! the flags (`cli`) and `acrpull check` (`check`).
 #![deny(unsafe_code)]
 
-/// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
-pub(crate) mod azure;
-/// The binding model: both API versions decoded into one, conditions, names, hashes, policy.
-pub(crate) mod binding;
-/// `acrpull check`: one binding's token flow, step by step.
-pub(crate) mod check;
-/// Flags and environment, parsed into a validated configuration.
-pub(crate) mod cli;
-/// Compact records that keep the store small.
-pub(crate) mod compact;
+// Blank lines keep rustfmt from sorting this table of contents alphabetically.
+
 /// Wiring: start-up, watch dispatch, the store, the work queue, workers and reconcile, leader
 /// election, Events.
 pub(crate) mod controller;
+
+/// The pure planner: observed objects and now in, ordered writes, conditions and the next
+/// deadline out.
+pub(crate) mod plan;
+
+/// The token flow: one credential resolver, and Entra, IMDS and ACR tokens, cached and
+/// single-flighted.
+pub(crate) mod tokens;
+
+/// The binding model: both API versions decoded into one, its errors, names, hashes, policy,
+/// and the shared strings that keep thousands of records small.
+pub(crate) mod binding;
+
+/// Kubernetes I/O: the REST client, list+watch, kubeconfig.
+pub(crate) mod kube;
+
+/// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
+pub(crate) mod azure;
+
+/// HTTP plumbing shared by both clients: buffer sizes, cached name lookups.
+pub(crate) mod net;
+
+/// Running it: metrics, probes, health, logging, signals.
+pub(crate) mod ops;
+
+/// Flags and environment, parsed into a validated configuration.
+pub(crate) mod cli;
+
+/// `acrpull check`: one binding's token flow, step by step.
+pub(crate) mod check;
 
 pub use check::{render as render_check, run as check};
 pub use cli::{check_usage, parse, usage, Command, UsageError};
@@ -39,13 +68,3 @@ pub mod testing {
         plan, Minted, MintedToken, Observed, Outcome, Password, PlanConfig, SaObs, Write,
     };
 }
-/// Kubernetes I/O: the REST client, list+watch, kubeconfig, label selectors.
-pub(crate) mod kube;
-/// HTTP plumbing shared by both clients.
-pub(crate) mod net;
-/// Running it: metrics, probes, health, logging, signals.
-pub(crate) mod ops;
-/// The pure planner: observed objects and now in, ordered writes and the next deadline out.
-pub(crate) mod plan;
-/// The token service: Entra, IMDS and ACR tokens, cached and single-flighted.
-pub(crate) mod tokens;

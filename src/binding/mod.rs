@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::compact::text::{share, Shared, Text};
+use crate::binding::text::{share, Shared, Text};
 
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -22,6 +22,7 @@ mod spec;
 
 pub use error::{BindingError, TokenStep};
 pub mod suffix;
+pub mod text;
 use spec::{decode_v1beta1, decode_v1beta2, v1beta1_target};
 
 /// The finalizer both API versions share (upstream's name, kept for drop-in replacement).
@@ -607,7 +608,7 @@ const KNOWN: &[&str] = &[
 /// `s` as condition text, borrowed when acrpull itself writes that value, so the store holds no
 /// copy of `Ready`, `True` or the fixed messages for each of thousands of bindings.
 pub fn intern(s: &str) -> Text {
-    crate::compact::text::intern(s, KNOWN)
+    crate::binding::text::intern(s, KNOWN)
 }
 
 fn decode_status(status: Option<&Value>) -> Status {

@@ -1,7 +1,7 @@
 //! Spec decoding for both versions: v1beta1 env resolution (spec §2.7), v1beta2 with the CRD's
 //! CEL rules re-checked (spec §1.2, §2.8), and upstream's inputs-hash formulas.
 
-use crate::compact::text::share;
+use crate::binding::text::share;
 use serde_json::Value;
 
 use super::{

@@ -6,15 +6,33 @@
 //! only those that matter). A dispatcher thread per watch folds its events into the store and
 //! queues the bindings they concern. Workers take keys from the queue, at most one worker per key.
 
+// In the order of the flow (blank lines keep rustfmt from sorting them).
+
+/// Start-up and shutdown.
 pub mod app;
+
+/// Watch events into the store.
 mod dispatch;
-mod event_sink;
-pub mod events;
-pub mod leader;
-pub mod reconcile;
-pub mod schedule;
+
+/// The store: what the watches and our own requests have shown.
 pub mod store;
+
+/// The work queue and its deadlines.
+pub mod schedule;
+
+/// Workers: queue → reconcile → queue.
 mod worker;
+
+/// One reconcile of one binding.
+pub mod reconcile;
+
+/// Events about bindings (pure), and the thread that sends them.
+pub mod events;
+
+mod event_sink;
+
+/// Leader election.
+pub mod leader;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;

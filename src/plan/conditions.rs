@@ -11,11 +11,11 @@ use std::borrow::Cow;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use crate::binding::text::Text;
 use crate::binding::{
     format_time, Binding, BindingError, Condition, NO_TOKEN_MESSAGE, PENDING_MESSAGE, READY,
     READY_MESSAGE, TOKEN_VALID,
 };
-use crate::compact::text::Text;
 
 fn condition(
     b: &Binding,

@@ -9,6 +9,7 @@
 pub mod conditions;
 mod observed;
 mod secret;
+pub mod strmap;
 mod token;
 mod write;
 

@@ -2,10 +2,10 @@
 
 use serde_json::Value;
 
+use crate::binding::text::{intern, Text};
 use crate::binding::{ApiVersion, Binding, KIND};
-use crate::compact::strmap::StrMap;
-use crate::compact::text::{intern, Text};
 use crate::plan::secret::DOCKERCONFIG_TYPE;
+use crate::plan::strmap::StrMap;
 
 /// Owner `apiVersion`s and `kind`s, and Secret types, that pull Secrets carry.
 const KNOWN_VALUES: &[&str] = &[

@@ -3,9 +3,9 @@
 use super::*;
 use crate::binding::{format_time, V1beta1Defaults};
 use crate::binding::{BindingError, Identity, TokenStep};
-use crate::compact::strmap::StrMap;
 use crate::plan::observed::OwnerRef;
 use crate::plan::secret::DOCKERCONFIG_KEY;
+use crate::plan::strmap::StrMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
