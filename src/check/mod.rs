@@ -2,8 +2,10 @@
 //!
 //! The binding is read from the cluster (or built from flags), checked against the allow-list,
 //! and then IMDS and the registry are asked directly, not through the controller's token cache,
-//! so the report says what Azure answers now. The report model is in `report` and the scope
-//! comparison in `access`; this file runs the flow and fills the report in.
+//! so the report says what Azure answers now. Who asks, for which audience and at which authority
+//! is not decided here but by the controller's own resolver (`tokens::credential::resolve`), whose
+//! calls out are answered and reported step by step. The report model is in `report` and the
+//! scope comparison in `access`; this file runs the flow and fills the report in.
 
 mod access;
 mod report;
@@ -1321,6 +1323,22 @@ mod tests {
             .hint
             .as_deref()
             .is_some_and(|h| h.contains(CLIENT_ID_ANNOTATION)));
+        assert!(azure.calls().is_empty());
+    }
+
+    #[test]
+    fn workload_identity_without_the_bindings_cluster_fails_before_anything_is_asked() {
+        let azure = FakeAzure::working(pull_app());
+        let res = v1beta2(json!({"workloadIdentity": {"serviceAccountRef": "wi"}}));
+        let r = check(&Config::default(), res, &azure, None, &now);
+        let s = step(&r, "entra token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("workload identity needs the binding's cluster")
+        );
+        assert_eq!(s.hint, None);
+        assert_eq!(detail(s, "service account"), None);
         assert!(azure.calls().is_empty());
     }
 

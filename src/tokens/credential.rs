@@ -211,7 +211,7 @@ pub fn resolve(
 
 /// The IMDS resource / Entra audience: the registry's with `--entra-audience=acr`, else the
 /// binding's ARM audience.
-pub fn entra_audience<'a>(config: &FlowConfig, arm_resource: &'a str) -> &'a str {
+fn entra_audience<'a>(config: &FlowConfig, arm_resource: &'a str) -> &'a str {
     if config.acr_audience {
         ACR_AUDIENCE
     } else {
@@ -220,7 +220,7 @@ pub fn entra_audience<'a>(config: &FlowConfig, arm_resource: &'a str) -> &'a str
 }
 
 /// `--authority-host` when given, else the binding's cloud's authority.
-pub fn authority(config: &FlowConfig, environment: &Environment) -> String {
+fn authority(config: &FlowConfig, environment: &Environment) -> String {
     config
         .authority_host
         .clone()
@@ -402,8 +402,247 @@ mod tests {
     use super::*;
     use crate::azure::entra::EntraError;
     use crate::azure::error::ErrorDetail;
+    use crate::azure::SecretString;
+    use crate::binding::policy::Policy;
     use crate::tokens::workload::WorkloadError;
     use crate::tokens::AssertionError;
+
+    /// Answers the resolver with canned results and records its calls, in order.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        node: Option<TokenError>,
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl AssertionSource for Fixed {
+        fn key(&self) -> String {
+            "fixed".into()
+        }
+        fn assertion(&self) -> Result<SecretString, AssertionError> {
+            Ok(SecretString::new("assertion"))
+        }
+    }
+
+    impl FlowSteps for Recorder {
+        fn workload_ids(
+            &mut self,
+            namespace: &str,
+            service_account: &str,
+            _client_id: Option<&str>,
+            _tenant_id: Option<&str>,
+        ) -> Result<WorkloadIds, WorkloadError> {
+            self.calls
+                .push(format!("ids {namespace}/{service_account}"));
+            Ok(WorkloadIds {
+                client_id: "app-1".into(),
+                tenant_id: "tenant-1".into(),
+            })
+        }
+
+        fn service_account_assertion(
+            &mut self,
+            namespace: &str,
+            service_account: &str,
+            audience: &str,
+        ) -> Result<Arc<dyn AssertionSource>, AssertionError> {
+            self.calls
+                .push(format!("sa token {namespace}/{service_account} {audience}"));
+            Ok(Arc::new(Fixed))
+        }
+
+        fn node_token(
+            &mut self,
+            identity: &ManagedIdentity,
+            resource: &str,
+        ) -> Result<AccessToken, TokenError> {
+            self.calls.push(format!("node {identity:?} {resource}"));
+            match self.node.take() {
+                Some(e) => Err(e),
+                None => Ok(AccessToken {
+                    token: SecretString::new("node-token"),
+                    expires: time::OffsetDateTime::UNIX_EPOCH,
+                    refresh_at: None,
+                }),
+            }
+        }
+    }
+
+    fn subject(identity: &Identity) -> Subject<'_> {
+        Subject {
+            namespace: "ns",
+            identity,
+            registry_host: "r.azurecr.io",
+            environment: &Environment::PublicCloud,
+            arm_resource: "https://management.core.windows.net/",
+        }
+    }
+
+    fn config() -> FlowConfig {
+        FlowConfig {
+            token_audience: "api://AzureCRTokenExchange".into(),
+            ..FlowConfig::default()
+        }
+    }
+
+    fn policy(rules: &str) -> PolicyHandle {
+        PolicyHandle::enforcing(Policy::parse(rules).expect("a valid test policy"))
+    }
+
+    fn workload() -> Identity {
+        Identity::Workload {
+            service_account_ref: "wi".into(),
+            client_id: None,
+            tenant_id: None,
+        }
+    }
+
+    fn federated() -> Identity {
+        Identity::FederatedApplication {
+            managed: ManagedIdentity::ClientId("node-1".into()),
+            tenant_id: "tenant-2".into(),
+            client_id: "app-2".into(),
+        }
+    }
+
+    #[test]
+    fn a_managed_identity_needs_no_calls_and_asks_for_the_arm_audience_unless_told_acr() {
+        let identity = Identity::ManagedClientId("client-1".into());
+        let mut steps = Recorder::default();
+        let r = resolve(
+            &subject(&identity),
+            &config(),
+            &PolicyHandle::default(),
+            &mut steps,
+        )
+        .expect("resolves");
+        assert!(matches!(
+            r.credential,
+            Credential::Managed(ManagedIdentity::ClientId(ref c)) if c == "client-1"
+        ));
+        assert_eq!(r.audience, "https://management.core.windows.net/");
+        assert!(steps.calls.is_empty());
+        let acr = FlowConfig {
+            acr_audience: true,
+            ..config()
+        };
+        let r = resolve(
+            &subject(&identity),
+            &acr,
+            &PolicyHandle::default(),
+            &mut steps,
+        )
+        .expect("resolves");
+        assert_eq!(r.audience, ACR_AUDIENCE);
+    }
+
+    #[test]
+    fn workload_identity_reads_its_ids_then_names_its_service_account_token() {
+        let identity = workload();
+        let mut steps = Recorder::default();
+        let r = resolve(
+            &subject(&identity),
+            &config(),
+            &PolicyHandle::default(),
+            &mut steps,
+        )
+        .expect("resolves");
+        assert_eq!(
+            steps.calls,
+            ["ids ns/wi", "sa token ns/wi api://AzureCRTokenExchange"]
+        );
+        let Credential::ClientAssertion(c) = r.credential else {
+            panic!("workload identity presents an assertion");
+        };
+        assert_eq!(c.authority_host, "https://login.microsoftonline.com/");
+        assert_eq!(
+            (c.tenant.as_str(), c.client_id.as_str()),
+            ("tenant-1", "app-1")
+        );
+    }
+
+    #[test]
+    fn the_policy_refuses_a_workload_application_before_its_service_account_token() {
+        let identity = workload();
+        let mut steps = Recorder::default();
+        let only_app_9 = policy(
+            r#"{"rules": [{"namespaces": ["*"], "identities": ["app-9"], "registries": ["*"]}]}"#,
+        );
+        let e = resolve(&subject(&identity), &config(), &only_app_9, &mut steps)
+            .expect_err("app-1 is not allowed");
+        assert!(matches!(e, ResolveError::Denied(ref d) if d.identity == "app-1"));
+        assert_eq!(steps.calls, ["ids ns/wi"]);
+        assert!(BindingError::from(e)
+            .to_string()
+            .starts_with("identity policy: "));
+    }
+
+    #[test]
+    fn a_federated_application_presents_the_node_token_at_the_flag_authority() {
+        let identity = federated();
+        let mut steps = Recorder::default();
+        let cfg = FlowConfig {
+            authority_host: Some("https://login.example/".into()),
+            ..config()
+        };
+        let r = resolve(
+            &subject(&identity),
+            &cfg,
+            &PolicyHandle::default(),
+            &mut steps,
+        )
+        .expect("resolves");
+        assert_eq!(
+            steps.calls,
+            ["node ClientId(\"node-1\") api://AzureADTokenExchange"]
+        );
+        let Credential::ClientAssertion(c) = r.credential else {
+            panic!("a federated application presents an assertion");
+        };
+        assert_eq!(c.authority_host, "https://login.example/");
+        assert_eq!(
+            (c.tenant.as_str(), c.client_id.as_str()),
+            ("tenant-2", "app-2")
+        );
+        assert_eq!(c.source.assertion().expect("held").expose(), "node-token");
+    }
+
+    #[test]
+    fn a_federated_binding_needs_both_identities_allowed_before_the_node_is_asked() {
+        let identity = federated();
+        let mut steps = Recorder::default();
+        let node_only = policy(
+            r#"{"rules": [{"namespaces": ["ns"], "identities": ["node-1"], "registries": ["azurecr.io"]}]}"#,
+        );
+        let e = resolve(&subject(&identity), &config(), &node_only, &mut steps)
+            .expect_err("app-2 is not allowed");
+        assert!(matches!(e, ResolveError::Denied(ref d) if d.identity == "app-2"));
+        assert!(steps.calls.is_empty());
+    }
+
+    #[test]
+    fn a_node_token_failure_is_the_bindings_arm_token_step_without_the_trace() {
+        let identity = federated();
+        let mut steps = Recorder {
+            node: Some(entra_refusal()),
+            ..Recorder::default()
+        };
+        let e = resolve(
+            &subject(&identity),
+            &config(),
+            &PolicyHandle::default(),
+            &mut steps,
+        )
+        .expect_err("the node token is refused");
+        assert!(e.to_string().contains("Trace ID"), "check shows it whole");
+        assert_eq!(
+            BindingError::from(e).to_string(),
+            "failed to retrieve ARM token: entra token request failed with status 400: \
+             invalid_client: AADSTS700213: No matching federated identity record found."
+        );
+    }
 
     fn entra_refusal() -> TokenError {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found. Trace ID: 1234 Correlation ID: 5678 Timestamp: 2026-01-01 00:00:00Z"}"#;
