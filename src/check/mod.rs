@@ -2,16 +2,19 @@
 //!
 //! The binding is read from the cluster (or built from flags), checked against the allow-list,
 //! and then IMDS and the registry are asked directly, not through the controller's token cache,
-//! so the report says what Azure answers now. The report model is in `report` and the scope
-//! comparison in `access`; this file runs the flow and fills the report in.
+//! so the report says what Azure answers now. Who asks, for which audience and at which authority
+//! is not decided here but by the controller's own resolver (`tokens::credential::resolve`), whose
+//! calls out are answered and reported step by step. The report model is in `report` and the
+//! scope comparison in `access`; this file runs the flow and fills the report in.
 
 mod access;
 mod report;
 
 pub use access::{compare, format_grants, granted, Grant, Verdict};
-pub use report::{Outcome, Report, Step};
+pub use report::{Report, Step};
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -24,16 +27,19 @@ use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::jwt;
 use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
+use crate::binding::policy::PolicyHandle;
 use crate::binding::suffix::AllowList;
 use crate::binding::{format_time, ApiVersion, Binding, Environment, Identity, Spec};
 use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, OutputFormat};
 use crate::kube::{self, Resource};
-use crate::tokens::credential::ACR_AUDIENCE;
+use crate::tokens::credential::{self, FlowSteps, Resolution, ResolveError, Subject};
 use crate::tokens::workload::{
     self, ServiceAccountToken, WorkloadError, WorkloadIds, CLIENT_ID_ANNOTATION,
-    TENANT_ID_ANNOTATION, TOKEN_EXCHANGE_RESOURCE,
+    TENANT_ID_ANNOTATION,
 };
-use crate::tokens::{AssertionError, AssertionSource, AzureUpstream, TokenError, Upstream};
+use crate::tokens::{
+    AssertionError, AssertionSource, AzureUpstream, Credential, TokenError, Upstream,
+};
 
 /// Why the check could not run at all (as opposed to a step failing, which is in the report).
 #[derive(Debug)]
@@ -132,7 +138,7 @@ impl Cluster for kube::Client {
 
 /// Runs the whole check against the real cluster and Azure.
 pub fn run(args: &CheckArgs) -> Result<Report, CheckError> {
-    let http = crate::controller::app::azure_http(&args.config).map_err(CheckError::Azure)?;
+    let http = crate::azure::clients(&args.config.connect_to).map_err(CheckError::Azure)?;
     let upstream = AzureUpstream::new(http, &args.config.imds_endpoint);
     let (resolved, client) = resolve(args);
     Ok(check(
@@ -166,7 +172,7 @@ fn resolve(args: &CheckArgs) -> (Resolved, Option<kube::Client>) {
                 binding: Binding::decode(
                     ApiVersion::V1beta2,
                     &flag_binding_object(f),
-                    &crate::controller::app::v1beta1_defaults(&args.config),
+                    &args.config.v1beta1_defaults(),
                 )
                 .map_err(|e| Problem {
                     reason: e.to_string(),
@@ -222,12 +228,7 @@ fn read_binding(
     let obj = client
         .get(&resource.path(Some(namespace), Some(name), None))
         .map_err(|e| read_problem(&e, namespace, name, version))?;
-    Binding::decode(
-        version,
-        &obj,
-        &crate::controller::app::v1beta1_defaults(cfg),
-    )
-    .map_err(|e| no_hint(e.to_string()))
+    Binding::decode(version, &obj, &cfg.v1beta1_defaults()).map_err(|e| no_hint(e.to_string()))
 }
 
 fn read_problem(e: &kube::Error, namespace: &str, name: &str, version: ApiVersion) -> Problem {
@@ -329,10 +330,10 @@ impl Flow<'_> {
         let (step, spec) = binding_step(source, binding);
         self.report.push(step);
         let Some(spec) = spec else { return };
-        if !self.allow_list(&spec.server) {
+        let Some(registry_host) = self.allow_list(&spec.server) else {
             return;
-        }
-        let Some((entra, principal)) = self.entra_token(&spec, &namespace) else {
+        };
+        let Some((entra, principal)) = self.entra_token(&spec, &namespace, &registry_host) else {
             return;
         };
         let Some(refresh) = self.exchange(&spec, &entra) else {
@@ -341,54 +342,43 @@ impl Flow<'_> {
         self.access_token(&spec, &refresh, principal.as_deref());
     }
 
-    /// Step 2: tokens may only be sent to an allowed registry.
-    fn allow_list(&mut self, server: &str) -> bool {
+    /// Step 2: tokens may only be sent to an allowed registry. Returns its host.
+    fn allow_list(&mut self, server: &str) -> Option<String> {
         let allow = AllowList::from_flag(self.cfg.allowed_acr_server_suffixes.as_deref());
-        let step = allow_step(&allow, server);
-        let allowed = step.outcome != Outcome::Failed;
+        let (step, host) = allow_step(&allow, server);
         self.report.push(step);
-        allowed
+        host
     }
 
     /// Step 3: the Entra token (IMDS, or Entra with a client assertion), with its audience,
-    /// expiry and principal claims. Returns the token and the principal's object ID.
+    /// expiry and principal claims. Who asks, and for which audience, is resolved exactly as the
+    /// controller resolves it; only the requests themselves are made here, past every cache.
+    /// Returns the token and the principal's object ID.
     fn entra_token(
         &mut self,
         spec: &Spec,
         namespace: &str,
+        registry_host: &str,
     ) -> Option<(SecretString, Option<String>)> {
-        let audience = match self.cfg.entra_audience {
-            EntraAudience::Acr => ACR_AUDIENCE.to_string(),
-            EntraAudience::Arm => spec.arm_resource.as_deref().unwrap_or_default().to_string(),
+        let subject = Subject {
+            namespace,
+            identity: &spec.identity,
+            registry_host,
+            environment: &spec.environment,
+            arm_resource: spec.arm_resource.as_deref().unwrap_or_default(),
         };
-        let step = Step::ok("entra token").detail("identity", describe_identity(&spec.identity));
-        let got = match &spec.identity {
-            Identity::ManagedClientId(id) => {
-                self.imds(step, &ManagedIdentity::ClientId(id.to_string()), &audience)
-            }
-            Identity::ManagedResourceId(id) => self.imds(
-                step,
-                &ManagedIdentity::ResourceId(id.to_string()),
-                &audience,
-            ),
-            Identity::SystemAssigned => self.imds(step, &ManagedIdentity::System, &audience),
-            Identity::Workload {
-                service_account_ref,
-                client_id,
-                tenant_id,
-            } => self.workload(
-                step,
-                spec,
-                namespace,
-                service_account_ref,
-                (client_id.as_deref(), tenant_id.as_deref()),
-                &audience,
-            ),
-            Identity::FederatedApplication {
-                managed,
-                tenant_id,
-                client_id,
-            } => self.federated(step, spec, managed, tenant_id, client_id, &audience),
+        let config = self.cfg.flow_config();
+        let mut probe = Probe {
+            step: Step::ok("entra token").detail("identity", describe_identity(&spec.identity)),
+            flow: self,
+        };
+        // `--identity-policy` is not one of check's flags: check reports what Azure answers, and
+        // a denial shows on the binding's status.
+        let resolved = credential::resolve(&subject, &config, &PolicyHandle::default(), &mut probe);
+        let step = probe.step;
+        let got = match resolved {
+            Ok(r) => self.request(step, &r),
+            Err(e) => Err(resolve_failed(step, e)),
         };
         let (mut step, token) = match got {
             Ok(got) => got,
@@ -416,136 +406,48 @@ impl Flow<'_> {
         Some((token.token, claim_text(&payload, "oid")))
     }
 
-    /// A managed-identity token from IMDS; `Err` is the failed step.
-    fn imds(
-        &mut self,
-        step: Step,
-        identity: &ManagedIdentity,
-        resource: &str,
-    ) -> Result<(Step, AccessToken), Step> {
-        let step = step
-            .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
-            .detail("requested audience", resource);
-        match self
-            .upstream
-            .managed_identity_token(identity, resource, (self.now)())
-        {
-            Ok(t) => Ok((step, t)),
-            Err(e) => Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
-        }
-    }
-
-    /// Workload identity: IDs from the spec or the ServiceAccount's annotations, a
-    /// ServiceAccount token as the assertion, then Entra.
-    fn workload(
-        &mut self,
-        step: Step,
-        spec: &Spec,
-        namespace: &str,
-        service_account: &str,
-        (client, tenant): (Option<&str>, Option<&str>),
-        audience: &str,
-    ) -> Result<(Step, AccessToken), Step> {
-        let Some(cluster) = self.cluster else {
-            return Err(step.failed("workload identity needs the binding's cluster"));
-        };
-        let step = step.detail("service account", format!("{namespace}/{service_account}"));
-        let ids = cluster
-            .workload_ids(namespace, service_account, client, tenant)
-            .map_err(|e| {
-                step.clone().failed(e.to_string()).hint(format!(
-                    "annotate the ServiceAccount with {CLIENT_ID_ANNOTATION} and \
-                     {TENANT_ID_ANNOTATION}, or set clientID and tenantID in the binding"
-                ))
-            })?;
-        let token_audience = self.cfg.service_account_token_audience.clone();
-        let step = step.detail("assertion audience", token_audience.clone());
-        let assertion = cluster
-            .service_account_token(namespace, service_account, &token_audience)
-            .map_err(|e| {
-                step.clone().failed(e.to_string()).hint(
-                    "the user acrpull runs as needs create on serviceaccounts/token for this \
-                     ServiceAccount and this audience",
-                )
-            })?;
-        self.secrets.push(assertion.clone());
-        let assertion_claims = jwt::read_payload(assertion.expose()).unwrap_or_default();
-        let mut step = step;
-        for (key, claim) in [("assertion iss", "iss"), ("assertion sub", "sub")] {
-            if let Some(v) = claim_text(&assertion_claims, claim) {
-                step = step.detail(key, v);
+    /// The resolved credential's Entra token, from IMDS or from Entra for its assertion, asked
+    /// for as the token cache asks; `Err` is the failed step.
+    fn request(&mut self, step: Step, resolved: &Resolution) -> Result<(Step, AccessToken), Step> {
+        let resource = resource_for(&resolved.audience);
+        let c = match &resolved.credential {
+            Credential::Managed(identity) => {
+                let step = step
+                    .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
+                    .detail("requested audience", resource);
+                return match self
+                    .upstream
+                    .managed_identity_token(identity, resource, (self.now)())
+                {
+                    Ok(t) => Ok((step, t)),
+                    Err(e) => Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
+                };
             }
-        }
-        self.entra_exchange(
-            step,
-            spec,
-            &ids.tenant_id,
-            &ids.client_id,
-            &assertion,
-            audience,
-        )
-    }
-
-    /// Cross-tenant: the node identity's token for the token-exchange audience is the assertion
-    /// of an application in another tenant.
-    fn federated(
-        &mut self,
-        step: Step,
-        spec: &Spec,
-        managed: &ManagedIdentity,
-        tenant: &str,
-        client: &str,
-        audience: &str,
-    ) -> Result<(Step, AccessToken), Step> {
-        let step = step
-            .detail("assertion via", format!("IMDS {}", self.cfg.imds_endpoint))
-            .detail("assertion audience", TOKEN_EXCHANGE_RESOURCE);
-        let node = match self.upstream.managed_identity_token(
-            managed,
-            TOKEN_EXCHANGE_RESOURCE,
-            (self.now)(),
-        ) {
-            Ok(t) => t,
-            Err(e) => return Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
+            Credential::ClientAssertion(c) => c,
         };
-        self.secrets.push(node.token.clone());
-        self.entra_exchange(step, spec, tenant, client, &node.token, audience)
-    }
-
-    /// Entra's client-credentials exchange of `assertion` for a token of `audience`.
-    fn entra_exchange(
-        &mut self,
-        step: Step,
-        spec: &Spec,
-        tenant: &str,
-        client: &str,
-        assertion: &SecretString,
-        audience: &str,
-    ) -> Result<(Step, AccessToken), Step> {
-        let authority = self
-            .cfg
-            .authority_host
-            .clone()
-            .or_else(|| spec.environment.authority_host().map(str::to_string))
-            .unwrap_or_default();
-        let scope = scope_for(resource_for(audience));
+        let assertion = c
+            .source
+            .assertion()
+            .map_err(|e| step.clone().failed(e.to_string()))?;
+        let scope = scope_for(resource);
         let step = step
-            .detail("via", format!("Entra {authority}{tenant}"))
-            .detail("client id", client)
-            .detail("tenant", tenant)
+            .detail("via", format!("Entra {}{}", c.authority_host, c.tenant))
+            .detail("client id", c.client_id.clone())
+            .detail("tenant", c.tenant.clone())
             .detail("requested scope", scope.clone());
         let request = AssertionRequest {
-            authority_host: &authority,
-            tenant,
-            client_id: client,
-            assertion,
+            authority_host: &c.authority_host,
+            tenant: &c.tenant,
+            client_id: &c.client_id,
+            assertion: &assertion,
             scope: &scope,
         };
         match self.upstream.client_assertion_token(&request, (self.now)()) {
             Ok(t) => Ok((step, t)),
             Err(e) => Err(step.failed(e.to_string()).hint(format!(
-                "check the federated identity credential of application {client}: its issuer, \
-                 subject and audience must match the assertion's"
+                "check the federated identity credential of application {}: its issuer, \
+                 subject and audience must match the assertion's",
+                c.client_id
             ))),
         }
     }
@@ -605,6 +507,108 @@ impl Flow<'_> {
     }
 }
 
+/// Check's answers to the resolver: the binding's cluster and IMDS asked directly, each call
+/// written into the entra token step as it is made, so a failure shows how far the flow got.
+struct Probe<'f, 'a> {
+    flow: &'f mut Flow<'a>,
+    step: Step,
+}
+
+impl Probe<'_, '_> {
+    fn detail(&mut self, key: &'static str, value: impl Into<String>) {
+        self.step.details.push((key, value.into()));
+    }
+}
+
+impl FlowSteps for Probe<'_, '_> {
+    fn workload_ids(
+        &mut self,
+        namespace: &str,
+        service_account: &str,
+        client_id: Option<&str>,
+        tenant_id: Option<&str>,
+    ) -> Result<WorkloadIds, WorkloadError> {
+        let cluster = self.flow.cluster.ok_or(WorkloadError::NoCluster)?;
+        self.detail("service account", format!("{namespace}/{service_account}"));
+        cluster.workload_ids(namespace, service_account, client_id, tenant_id)
+    }
+
+    fn service_account_assertion(
+        &mut self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+    ) -> Result<Arc<dyn AssertionSource>, AssertionError> {
+        let cluster = self
+            .flow
+            .cluster
+            .ok_or_else(|| AssertionError::new(WorkloadError::NoCluster))?;
+        self.detail("assertion audience", audience);
+        // Minted now rather than when Entra is asked, so the report says whose token Entra
+        // got even when it refuses it.
+        let token = cluster.service_account_token(namespace, service_account, audience)?;
+        self.flow.secrets.push(token.clone());
+        let claims = jwt::read_payload(token.expose()).unwrap_or_default();
+        for (key, claim) in [("assertion iss", "iss"), ("assertion sub", "sub")] {
+            if let Some(v) = claim_text(&claims, claim) {
+                self.detail(key, v);
+            }
+        }
+        Ok(Arc::new(Presented(token)))
+    }
+
+    fn node_token(
+        &mut self,
+        identity: &ManagedIdentity,
+        resource: &str,
+    ) -> Result<AccessToken, TokenError> {
+        self.detail(
+            "assertion via",
+            format!("IMDS {}", self.flow.cfg.imds_endpoint),
+        );
+        self.detail("assertion audience", resource);
+        let token =
+            self.flow
+                .upstream
+                .managed_identity_token(identity, resource, (self.flow.now)())?;
+        self.flow.secrets.push(token.token.clone());
+        Ok(token)
+    }
+}
+
+/// An assertion already in hand (see `Probe::service_account_assertion`).
+#[derive(Debug)]
+struct Presented(SecretString);
+
+impl AssertionSource for Presented {
+    fn key(&self) -> String {
+        // Check asks Azure directly, so no cache ever keys on it.
+        "acrpull-check".to_string()
+    }
+
+    fn assertion(&self) -> Result<SecretString, AssertionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Step 3 when resolving who asks failed: the step's own error, with what to do about it.
+fn resolve_failed(step: Step, e: ResolveError) -> Step {
+    match e {
+        ResolveError::WorkloadIds(WorkloadError::NoCluster) | ResolveError::Denied(_) => {
+            step.failed(e.to_string())
+        }
+        ResolveError::WorkloadIds(e) => step.failed(e.to_string()).hint(format!(
+            "annotate the ServiceAccount with {CLIENT_ID_ANNOTATION} and \
+             {TENANT_ID_ANNOTATION}, or set clientID and tenantID in the binding"
+        )),
+        ResolveError::ServiceAccountToken(e) => step.failed(e.to_string()).hint(
+            "the user acrpull runs as needs create on serviceaccounts/token for this \
+             ServiceAccount and this audience",
+        ),
+        ResolveError::NodeToken(e) => with_hint(step.failed(e.to_string()), entra_hint(&e)),
+    }
+}
+
 fn with_hint(step: Step, hint: Option<String>) -> Step {
     match hint {
         Some(h) => step.hint(h),
@@ -661,8 +665,8 @@ fn binding_step(source: Source, binding: Result<Binding, Problem>) -> (Step, Opt
     (step, Some(spec))
 }
 
-/// Step 2: whether tokens may be sent to the registry at all.
-fn allow_step(allow: &AllowList, server: &str) -> Step {
+/// Step 2: whether tokens may be sent to the registry at all, and its host when they may.
+fn allow_step(allow: &AllowList, server: &str) -> (Step, Option<String>) {
     let step = Step::ok("allow-list").detail(
         "allowed",
         match allow {
@@ -671,10 +675,13 @@ fn allow_step(allow: &AllowList, server: &str) -> Step {
         },
     );
     match allow.check(server) {
-        Ok(addr) => step.detail("host", addr.authority()),
-        Err(e) => step.failed(e.to_string()).hint(
-            "fix the binding's server, or add its domain to --allowed-acr-server-suffixes \
-             (as the controller is started)",
+        Ok(addr) => (step.detail("host", addr.authority()), Some(addr.host)),
+        Err(e) => (
+            step.failed(e.to_string()).hint(
+                "fix the binding's server, or add its domain to --allowed-acr-server-suffixes \
+                 (as the controller is started)",
+            ),
+            None,
         ),
     }
 }
@@ -827,6 +834,7 @@ fn claim_text(payload: &Map<String, Value>, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::report::Outcome;
     use super::*;
     use crate::azure::entra::AssertionRequest;
     use crate::azure::error::ErrorDetail;
@@ -1315,6 +1323,22 @@ mod tests {
             .hint
             .as_deref()
             .is_some_and(|h| h.contains(CLIENT_ID_ANNOTATION)));
+        assert!(azure.calls().is_empty());
+    }
+
+    #[test]
+    fn workload_identity_without_the_bindings_cluster_fails_before_anything_is_asked() {
+        let azure = FakeAzure::working(pull_app());
+        let res = v1beta2(json!({"workloadIdentity": {"serviceAccountRef": "wi"}}));
+        let r = check(&Config::default(), res, &azure, None, &now);
+        let s = step(&r, "entra token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("workload identity needs the binding's cluster")
+        );
+        assert_eq!(s.hint, None);
+        assert_eq!(detail(s, "service account"), None);
         assert!(azure.calls().is_empty());
     }
 

@@ -7,8 +7,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::binding::ApiVersion;
+use crate::binding::{ApiVersion, V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 pub use crate::ops::logging::LogFormat;
+use crate::tokens::credential::FlowConfig;
 
 /// Which audience Entra and IMDS tokens are requested for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,34 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             env: EnvDefaults::default(),
+        }
+    }
+}
+
+// The views of the configuration that the controller and `acrpull check` share, so the two read
+// the same flags the same way.
+impl Config {
+    /// What decoding a binding needs from the environment and flags.
+    pub fn v1beta1_defaults(&self) -> V1beta1Defaults {
+        V1beta1Defaults {
+            acr_server: self.env.acr_server.clone(),
+            client_id: self.env.managed_identity_client_id.clone(),
+            resource_id: self.env.managed_identity_resource_id.clone(),
+            arm_resource: self
+                .env
+                .arm_resource
+                .clone()
+                .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
+            acr_audience: self.entra_audience == EntraAudience::Acr,
+        }
+    }
+
+    /// The token flow's flags.
+    pub fn flow_config(&self) -> FlowConfig {
+        FlowConfig {
+            acr_audience: self.entra_audience == EntraAudience::Acr,
+            authority_host: self.authority_host.clone(),
+            token_audience: self.service_account_token_audience.clone(),
         }
     }
 }

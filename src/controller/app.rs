@@ -4,13 +4,10 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::azure::http::ConnectTo;
-use crate::azure::{HttpClients, HttpConfig};
 use crate::binding::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PERIOD};
 use crate::binding::selector::Selector;
 use crate::binding::suffix::AllowList;
-use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
-use crate::cli::{Config, EntraAudience};
+use crate::cli::Config;
 use crate::controller::events::{EventRecorder, RecorderConfig};
 use crate::controller::leader::{
     client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
@@ -24,7 +21,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::serve;
 use crate::ops::signals::Signals;
 use crate::plan::PlanConfig;
-use crate::tokens::credential::{FlowConfig, Minter};
+use crate::tokens::credential::Minter;
 use crate::tokens::metered::{collect_token_counters, Metered};
 use crate::tokens::{AzureUpstream, SystemClock, TokenService};
 use std::time::Duration;
@@ -83,7 +80,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let client = kube::Client::new(&kube_cfg).map_err(StartError::Kube)?;
     log::info!("kubernetes API server {}", kube_cfg.server);
 
-    let http = azure_http(cfg).map_err(StartError::Azure)?;
+    let http = crate::azure::clients(&cfg.connect_to).map_err(StartError::Azure)?;
     let metrics = Arc::new(Metrics::default());
     let upstream = Arc::new(Metered::new(
         Arc::new(AzureUpstream::new(http, &cfg.imds_endpoint)),
@@ -106,7 +103,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         }
         None => (PolicyHandle::default(), None),
     };
-    let defaults = v1beta1_defaults(cfg);
+    let defaults = cfg.v1beta1_defaults();
     let health = Arc::new(Health::default());
     let store = Arc::new(Mutex::new(Store::new(defaults)));
     register_collectors(&metrics, &tokens, &client);
@@ -148,11 +145,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let minter = Minter {
         client: client.clone(),
         tokens,
-        config: FlowConfig {
-            acr_audience: cfg.entra_audience == EntraAudience::Acr,
-            authority_host: cfg.authority_host.clone(),
-            token_audience: cfg.service_account_token_audience.clone(),
-        },
+        config: cfg.flow_config(),
         policy: policy.clone(),
     };
     let may_write: Box<dyn Fn() -> bool + Send + Sync> = match &leader {
@@ -219,33 +212,6 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     }
     log::info!("stopped");
     Ok(())
-}
-
-/// What decoding a binding needs from the environment and flags (shared with `acrpull check`).
-pub fn v1beta1_defaults(cfg: &Config) -> V1beta1Defaults {
-    V1beta1Defaults {
-        acr_server: cfg.env.acr_server.clone(),
-        client_id: cfg.env.managed_identity_client_id.clone(),
-        resource_id: cfg.env.managed_identity_resource_id.clone(),
-        arm_resource: cfg
-            .env
-            .arm_resource
-            .clone()
-            .unwrap_or_else(|| V1BETA1_ARM_RESOURCE.to_string()),
-        acr_audience: cfg.entra_audience == EntraAudience::Acr,
-    }
-}
-
-/// The Azure HTTP clients: `SSL_CERT_FILE`, proxy settings and `--connect-to` (shared with
-/// `acrpull check`, so it talks to Azure exactly as the controller does).
-pub fn azure_http(cfg: &Config) -> Result<Arc<HttpClients>, crate::azure::http::HttpSetupError> {
-    let mut http_cfg = HttpConfig::from_env()?;
-    for (host, addr) in &cfg.connect_to {
-        http_cfg
-            .connect_to
-            .push(ConnectTo::parse(&format!("{host}={addr}"))?);
-    }
-    Ok(Arc::new(HttpClients::new(&http_cfg)?))
 }
 
 /// Starts leader election on the Lease of `--leader-election-id`; losing the lease ends the process

@@ -42,6 +42,8 @@ pub enum WorkloadError {
     TokenRequest(kube::Error),
     /// The TokenRequest answer carried no `status.token`.
     NoToken,
+    /// There is no cluster to ask: `acrpull check` of a binding given by flags.
+    NoCluster,
 }
 
 impl fmt::Display for WorkloadError {
@@ -60,6 +62,9 @@ impl fmt::Display for WorkloadError {
             WorkloadError::GetServiceAccount(e) => write!(f, "failed to get service account: {e}"),
             WorkloadError::TokenRequest(e) => e.fmt(f),
             WorkloadError::NoToken => f.write_str("token request returned no token"),
+            WorkloadError::NoCluster => {
+                f.write_str("workload identity needs the binding's cluster")
+            }
         }
     }
 }
