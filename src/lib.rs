@@ -4,19 +4,44 @@
 //! watch → store → queue → reconcile → plan → tokens → writes.
 #![deny(unsafe_code)]
 
-/// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
-pub(crate) mod azure;
-/// The binding model: both API versions decoded into one, conditions, names, hashes, policy.
-pub(crate) mod binding;
-/// `acrpull check`: one binding's token flow, step by step.
-pub(crate) mod check;
-/// Flags and environment, parsed into a validated configuration.
-pub(crate) mod cli;
-/// Compact records that keep the store small.
-pub(crate) mod compact;
+// The folders in flow order, low-level ones last; the blank lines keep rustfmt from sorting them.
+
 /// Wiring: start-up, watch dispatch, the store, the work queue, workers and reconcile, leader
 /// election, Events.
 pub(crate) mod controller;
+
+/// The pure planner: observed objects and now in, ordered writes and the next deadline out.
+pub(crate) mod plan;
+
+/// The binding model: both API versions decoded into one, conditions, names, hashes, policy.
+pub(crate) mod binding;
+
+/// The token service: Entra, IMDS and ACR tokens, cached and single-flighted.
+pub(crate) mod tokens;
+
+/// Kubernetes I/O: the REST client, list+watch, kubeconfig, label selectors.
+pub(crate) mod kube;
+
+/// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
+pub(crate) mod azure;
+
+/// HTTP plumbing shared by both clients.
+pub(crate) mod net;
+
+/// Compact records that keep the store small.
+pub(crate) mod compact;
+
+/// The one clock: monotonic and wall-clock time and sleep, injectable so tests need not wait.
+pub(crate) mod clock;
+
+/// Running it: metrics, probes, health, logging, signals.
+pub(crate) mod ops;
+
+/// Flags and environment, parsed into a validated configuration.
+pub(crate) mod cli;
+
+/// `acrpull check`: one binding's token flow, step by step.
+pub(crate) mod check;
 
 pub use check::{render as render_check, run as check};
 pub use cli::{check_usage, parse, usage, Command, UsageError};
@@ -39,13 +64,3 @@ pub mod testing {
         plan, Minted, MintedToken, Observed, Outcome, Password, PlanConfig, SaObs, Write,
     };
 }
-/// Kubernetes I/O: the REST client, list+watch, kubeconfig, label selectors.
-pub(crate) mod kube;
-/// HTTP plumbing shared by both clients.
-pub(crate) mod net;
-/// Running it: metrics, probes, health, logging, signals.
-pub(crate) mod ops;
-/// The pure planner: observed objects and now in, ordered writes and the next deadline out.
-pub(crate) mod plan;
-/// The token service: Entra, IMDS and ACR tokens, cached and single-flighted.
-pub(crate) mod tokens;

@@ -11,6 +11,7 @@ use crate::binding::selector::Selector;
 use crate::binding::suffix::AllowList;
 use crate::binding::{V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 use crate::cli::{Config, EntraAudience};
+use crate::clock::SystemClock;
 use crate::controller::events::{EventRecorder, RecorderConfig};
 use crate::controller::leader::{
     client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
@@ -26,7 +27,7 @@ use crate::ops::signals::Signals;
 use crate::plan::PlanConfig;
 use crate::tokens::credential::{FlowConfig, Minter};
 use crate::tokens::metered::Metered;
-use crate::tokens::{AzureUpstream, SystemClock, TokenService};
+use crate::tokens::{AzureUpstream, TokenService};
 use std::time::Duration;
 
 /// Why acrpull could not start; printed once by `main`, exit code 1.
@@ -165,7 +166,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let reconciler = Arc::new(Reconciler::new(
         Box::new(client.clone()),
         Box::new(minter),
-        Arc::new(crate::kube::clock::SystemClock),
+        Arc::new(SystemClock),
         store,
         PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,

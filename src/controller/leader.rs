@@ -18,8 +18,8 @@
 //! - **Release** on SIGTERM ([`ElectorHandle::release_and_stop`]): if we lead, PUT an empty holder with a
 //!   1 s duration, so the other replica takes over at its next retry instead of after the lease duration.
 
+use crate::clock::{Clock, SystemClock};
 use crate::kube::backoff::Rng;
-use crate::kube::clock::{Clock, SystemClock};
 use crate::kube::{Client, Config as KubeConfig, Error as KubeError, Resource};
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -729,7 +729,7 @@ fn run(
         }
     };
     while !shared.lock().stopping {
-        let outcome = machine.step(&*api, clock, OffsetDateTime::now_utc());
+        let outcome = machine.step(&*api, clock, clock.utc());
         let wait = match outcome {
             Outcome::Leading { valid_until } => {
                 shared.update(|s| s.valid_until = Some(valid_until));
@@ -775,7 +775,7 @@ fn run(
     if was_leading {
         status(false);
     }
-    match machine.release(&*api, OffsetDateTime::now_utc()) {
+    match machine.release(&*api, clock.utc()) {
         Ok(true) => log::info!(
             "released lease {}/{}",
             machine.cfg.namespace,
@@ -870,9 +870,9 @@ impl Drop for ElectorHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::kube::auth::Auth;
     use crate::kube::client::tests::{client, serve, Canned};
-    use crate::kube::clock::FakeClock;
     use acrpull_testkit::kube::{ApiServer, Fault, Matcher, Rule, LEASES};
     use std::sync::mpsc;
     use time::macros::datetime;

@@ -1,10 +1,10 @@
 //! The API client: authenticated, rate-limited, metered JSON requests to the Kubernetes API server.
 
 use super::auth::{BearerToken, Credentials};
-use super::clock::{Clock, SystemClock};
 use super::config::Config;
 use super::error::{ConfigError, Error};
 use super::ratelimit::RateLimiter;
+use crate::clock::{Clock, SystemClock};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
