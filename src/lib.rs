@@ -31,7 +31,7 @@ pub(crate) mod net;
 /// Compact records that keep the store small.
 pub(crate) mod compact;
 
-/// The one clock: monotonic and wall-clock time and sleep, injectable so tests need not wait.
+/// Time and chance: the one clock (monotonic, wall-clock, sleep) and the one random source.
 pub(crate) mod clock;
 
 /// Running it: metrics, probes, health, logging, signals.

@@ -1,6 +1,11 @@
-//! The one clock: monotonic time for waits and deadlines, wall-clock UTC for tokens and the API,
-//! and sleep. Injectable, so rate limits, backoff, leases, probes and token lifetimes are tested
-//! without sleeping.
+//! Time and chance. The one clock: monotonic time for waits and deadlines, wall-clock UTC for
+//! tokens and the API, and sleep; injectable, so rate limits, backoff, leases, probes and token
+//! lifetimes are tested without sleeping. The one random source, [`Rng`], seedable so tests can
+//! fix the jitter.
+
+mod rng;
+
+pub use rng::Rng;
 
 use std::time::{Duration, Instant};
 

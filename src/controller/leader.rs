@@ -18,8 +18,7 @@
 //! - **Release** on SIGTERM ([`ElectorHandle::release_and_stop`]): if we lead, PUT an empty holder with a
 //!   1 s duration, so the other replica takes over at its next retry instead of after the lease duration.
 
-use crate::clock::{Clock, SystemClock};
-use crate::kube::backoff::Rng;
+use crate::clock::{Clock, Rng, SystemClock};
 use crate::kube::{Client, Config as KubeConfig, Error as KubeError, Resource};
 use serde_json::{json, Map, Value};
 use std::fmt;

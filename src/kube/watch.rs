@@ -4,10 +4,10 @@
 //! move. A 410 (HTTP, or an in-stream ERROR) goes back to `Empty` for a fresh relist; a stream that ends
 //! goes to `InitListed` to rewatch from the last rv; other errors back off and keep the rv.
 
-use super::backoff::{Backoff, Rng};
+use super::backoff::Backoff;
 use super::client::{Client, ListPage, ListParams, RawEvent, WatchStream};
 use super::error::Error;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Rng, SystemClock};
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
