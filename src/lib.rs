@@ -31,7 +31,8 @@ pub(crate) mod net;
 /// Compact records that keep the store small.
 pub(crate) mod compact;
 
-/// Time and chance: the one clock (monotonic, wall-clock, sleep) and the one random source.
+/// Time and chance: the one clock (monotonic, wall-clock, sleep), RFC 3339 timestamps, the one
+/// random source.
 pub(crate) mod clock;
 
 /// Running it: metrics, probes, health, logging, signals.

@@ -12,6 +12,7 @@ use super::http::{form_encode, HttpSend};
 use super::limiter::Limiter;
 use super::retry::RetryPolicy;
 use super::secret::{AccessToken, SecretString};
+use crate::clock::rfc3339;
 
 /// The IMDS token API version (the oldest that supports managed identities).
 const API_VERSION: &str = "2018-02-01";
@@ -216,9 +217,7 @@ fn parse_expires_on(v: &Value) -> Option<OffsetDateTime> {
         .or_else(|_| PrimitiveDateTime::parse(text, iso))
         .map(PrimitiveDateTime::assume_utc)
         .ok()
-        .or_else(|| {
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .or_else(|| rfc3339::parse(text))
 }
 
 /// A retry policy that records waits instead of sleeping; for tests here and in `tokens`.

@@ -1,8 +1,9 @@
 //! Time and chance. The one clock: monotonic time for waits and deadlines, wall-clock UTC for
 //! tokens and the API, and sleep; injectable, so rate limits, backoff, leases, probes and token
-//! lifetimes are tested without sleeping. The one random source, [`Rng`], seedable so tests can
-//! fix the jitter.
+//! lifetimes are tested without sleeping. How times are written ([`rfc3339`]). The one random
+//! source, [`Rng`], seedable so tests can fix the jitter.
 
+pub mod rfc3339;
 mod rng;
 
 pub use rng::Rng;
