@@ -8,11 +8,12 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::error::{ErrorDetail, HttpError};
-use super::http::{form_encode, HttpSend};
+use super::http::HttpSend;
 use super::limiter::Limiter;
 use super::retry::RetryPolicy;
 use super::secret::{AccessToken, SecretString};
 use crate::clock::rfc3339;
+use crate::net::percent;
 
 /// The IMDS token API version (the oldest that supports managed identities).
 const API_VERSION: &str = "2018-02-01";
@@ -153,7 +154,7 @@ impl ImdsClient {
         format!(
             "{}/metadata/identity/oauth2/token?{}",
             self.endpoint,
-            form_encode(&query)
+            percent::encode_pairs(query)
         )
     }
 }
