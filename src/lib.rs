@@ -7,7 +7,7 @@
 //! (`controller::worker`, `controller::reconcile`), asking the pure planner (`plan`) what to
 //! write, the token service (`tokens`) for a registry token when the plan needs one, and the
 //! Kubernetes API (`kube`) to write. Below those sit the model (`binding`), the Azure endpoints
-//! (`azure`) and the HTTP plumbing both clients share (`net`); beside them, running it (`ops`),
+//! (`azure`), the HTTP plumbing both clients share (`net`) and time (`clock`); beside them, running it (`ops`),
 //! the flags (`cli`) and `acrpull check` (`check`).
 #![deny(unsafe_code)]
 
@@ -35,8 +35,12 @@ pub(crate) mod kube;
 /// Azure I/O: IMDS, Entra and registry token endpoints over HTTP.
 pub(crate) mod azure;
 
-/// HTTP plumbing shared by both clients: buffer sizes, cached name lookups.
+/// HTTP plumbing shared by both clients: buffer sizes, cached name lookups, percent-encoding.
 pub(crate) mod net;
+
+/// Time and chance: the one clock (monotonic, wall-clock, sleep), RFC 3339 timestamps, the one
+/// random source.
+pub(crate) mod clock;
 
 /// Running it: metrics, probes, health, logging, signals.
 pub(crate) mod ops;

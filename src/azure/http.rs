@@ -23,6 +23,7 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Proxy};
 
 use super::error::HttpError;
+use crate::net::percent;
 use crate::net::resolve::CachingResolver;
 
 /// Largest response body read; Azure token responses are a few KiB.
@@ -250,7 +251,7 @@ impl HttpSend for HttpClients {
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .header("Accept", "application/json")
-            .send(form_encode(form))?;
+            .send(percent::encode_pairs(form.iter().copied()))?;
         read_response(response)
     }
 }
@@ -278,31 +279,6 @@ fn read_response(
         body,
         retry_after,
     })
-}
-
-/// `application/x-www-form-urlencoded` encoding of name/value pairs (also used for query strings).
-pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        encode_component(name, &mut out);
-        out.push('=');
-        encode_component(value, &mut out);
-    }
-    out
-}
-
-fn encode_component(text: &str, out: &mut String) {
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
 }
 
 /// The built-in webpki roots plus every certificate of the extra PEM file.
@@ -584,18 +560,6 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
-
-    #[test]
-    fn form_encoding_escapes_reserved_characters() {
-        let body = form_encode(&[
-            ("scope", "repository:a/b:pull repository:c:pull"),
-            ("resource", "https://management.azure.com/"),
-        ]);
-        assert_eq!(
-            body,
-            "scope=repository%3Aa%2Fb%3Apull%20repository%3Ac%3Apull&resource=https%3A%2F%2Fmanagement.azure.com%2F"
-        );
-    }
 
     #[test]
     fn connect_to_matches_exact_hosts_and_wildcard_suffixes() {

@@ -8,10 +8,12 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::error::{ErrorDetail, HttpError};
-use super::http::{form_encode, HttpSend};
+use super::http::HttpSend;
 use super::limiter::Limiter;
 use super::retry::RetryPolicy;
 use super::secret::{AccessToken, SecretString};
+use crate::clock::rfc3339;
+use crate::net::percent;
 
 /// The IMDS token API version (the oldest that supports managed identities).
 const API_VERSION: &str = "2018-02-01";
@@ -144,7 +146,7 @@ impl ImdsClient {
         format!(
             "{}/metadata/identity/oauth2/token?{}",
             self.endpoint,
-            form_encode(&query)
+            percent::encode_pairs(query)
         )
     }
 }
@@ -208,9 +210,7 @@ fn parse_expires_on(v: &Value) -> Option<OffsetDateTime> {
         .or_else(|_| PrimitiveDateTime::parse(text, iso))
         .map(PrimitiveDateTime::assume_utc)
         .ok()
-        .or_else(|| {
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .or_else(|| rfc3339::parse(text))
 }
 
 /// A retry policy that records waits instead of sleeping; for tests here and in `tokens`.

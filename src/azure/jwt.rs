@@ -184,14 +184,8 @@ mod tests {
 
     #[test]
     fn arbitrary_input_never_panics() {
-        // A small xorshift generator keeps this deterministic and dependency-free.
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::clock::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next_u64();
         let alphabet = b"eyJ.-_=+/ABCxyz0189{}\":,[]";
         for _ in 0..5000 {
             let len = (next() % 64) as usize;

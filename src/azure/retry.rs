@@ -1,12 +1,11 @@
 //! Bounded retries with jittered backoff for one Azure call, honouring `Retry-After` up to a cap.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::HttpError;
 use super::http::HttpResponse;
+use crate::clock::Rng;
 
 /// Sleeps between attempts; injectable so tests do not wait.
 pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
@@ -85,6 +84,7 @@ impl RetryPolicy {
         mut attempt: impl FnMut() -> Result<HttpResponse, HttpError>,
     ) -> (Result<HttpResponse, HttpError>, usize) {
         let started = Instant::now();
+        let mut rng = Rng::from_entropy();
         let mut attempts = 0;
         loop {
             let outcome = attempt();
@@ -97,7 +97,7 @@ impl RetryPolicy {
             let Some(base) = self.delays.get(attempts - 1) else {
                 return (outcome, attempts);
             };
-            let mut wait = *base + jitter(*base, self.jitter);
+            let mut wait = *base + jitter(*base, self.jitter, &mut rng);
             if let Some(asked) = retry_after {
                 wait = wait.max(asked.min(self.max_retry_after));
             }
@@ -110,14 +110,11 @@ impl RetryPolicy {
 }
 
 /// A random duration in `[0, base × fraction)`.
-fn jitter(base: Duration, fraction: f64) -> Duration {
+fn jitter(base: Duration, fraction: f64, rng: &mut Rng) -> Duration {
     if fraction.is_nan() || fraction <= 0.0 || base.is_zero() {
         return Duration::ZERO;
     }
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(base.as_nanos() as u64);
-    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    base.mul_f64(fraction * unit)
+    base.mul_f64(fraction * rng.next_f64())
 }
 
 #[cfg(test)]
@@ -197,8 +194,9 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_fraction() {
+        let mut rng = Rng::with_seed(5);
         for _ in 0..100 {
-            let j = jitter(Duration::from_secs(4), 0.25);
+            let j = jitter(Duration::from_secs(4), 0.25, &mut rng);
             assert!(j < Duration::from_secs(1));
         }
     }

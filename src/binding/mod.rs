@@ -10,8 +10,9 @@ use std::fmt;
 use crate::binding::text::{share, Shared, Text};
 
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
+
+use crate::clock::rfc3339;
 
 pub mod error;
 pub mod hash;
@@ -486,26 +487,6 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// Formats a time as RFC 3339 UTC with whole seconds (`2006-01-02T15:04:05Z`), like `metav1.Time`.
-pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-/// Parses an RFC 3339 time, truncated to whole seconds; `None` when it does not parse.
-pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    t.replace_nanosecond(0).ok()
-}
-
 /// Go's `path.Clean`: collapse slashes, drop `.` and resolve `..`; `""` becomes `.`.
 pub fn clean_path(p: &str) -> String {
     let rooted = p.starts_with('/');
@@ -614,8 +595,8 @@ pub fn intern(s: &str) -> Text {
 fn decode_status(status: Option<&Value>) -> Status {
     let get = |k: &str| status.and_then(|s| s.get(k)).and_then(Value::as_str);
     let mut out = Status {
-        last_token_refresh_time: get("lastTokenRefreshTime").and_then(parse_time),
-        token_expiration_time: get("tokenExpirationTime").and_then(parse_time),
+        last_token_refresh_time: get("lastTokenRefreshTime").and_then(rfc3339::parse_seconds),
+        token_expiration_time: get("tokenExpirationTime").and_then(rfc3339::parse_seconds),
         error: get("error").filter(|e| !e.is_empty()).map(str::to_string),
         observed_generation: status
             .and_then(|s| s.get("observedGeneration"))
@@ -947,18 +928,15 @@ mod tests {
         assert_eq!(b.meta.generation, 3);
         assert!(!b.has_finalizer());
         assert_eq!(
-            b.status.last_token_refresh_time.map(format_time).as_deref(),
+            b.status
+                .last_token_refresh_time
+                .map(rfc3339::format_seconds)
+                .as_deref(),
             Some("2006-01-02T15:04:05Z")
         );
         assert_eq!(b.status.token_expiration_time, None);
         assert_eq!(b.status.error, None);
         assert_eq!(b.secret_name(), "b-msi-acrpull-secret");
-    }
-
-    #[test]
-    fn times_format_as_utc_seconds() {
-        let t = parse_time("2006-01-02T17:04:05.75+02:00").unwrap();
-        assert_eq!(format_time(t), "2006-01-02T15:04:05Z");
     }
 
     fn v2_with(spec: Value, acr_audience: bool) -> Binding {

@@ -138,6 +138,7 @@ pub fn sort_pull_secrets(names: &mut [String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Rng;
 
     const GROUP: &str = "ebf8018b88187fa15444859cc3050ec7cb04ddc1ebf8018b88187fa15444859c";
 
@@ -190,22 +191,15 @@ mod tests {
         assert_ne!(secret, v1beta1_secret_name(&format!("{name}x")));
     }
 
-    /// A tiny deterministic generator so the property test needs no extra crate.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n
-        }
+    /// A draw in `0..n`.
+    fn below(rng: &mut Rng, n: usize) -> usize {
+        rng.range_inclusive(0, n as u64 - 1) as usize
     }
 
-    fn random_subdomain(rng: &mut Lcg) -> String {
+    fn random_subdomain(rng: &mut Rng) -> String {
         const FIRST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         const MID: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
-        let target = 1 + rng.next(253);
+        let target = 1 + below(rng, 253);
         let mut labels = Vec::new();
         let mut len = 0;
         while len < target {
@@ -213,11 +207,11 @@ mod tests {
             if room == 0 {
                 break;
             }
-            let l = 1 + rng.next(room.min(63));
+            let l = 1 + below(rng, room.min(63));
             let mut label = String::new();
             for i in 0..l {
                 let set = if i == 0 || i == l - 1 { FIRST } else { MID };
-                label.push(char::from(set[rng.next(set.len())]));
+                label.push(char::from(set[below(rng, set.len())]));
             }
             len += l + usize::from(!labels.is_empty());
             labels.push(label);
@@ -227,7 +221,7 @@ mod tests {
 
     #[test]
     fn generated_valid_names_always_give_valid_secret_names_and_label_values() {
-        let mut rng = Lcg(42);
+        let mut rng = Rng::with_seed(42);
         for _ in 0..3000 {
             let name = random_subdomain(&mut rng);
             assert!(is_dns_subdomain(&name), "generator produced {name}");

@@ -29,8 +29,9 @@ use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
 use crate::binding::policy::PolicyHandle;
 use crate::binding::suffix::AllowList;
-use crate::binding::{format_time, ApiVersion, Binding, Environment, Identity, Spec};
+use crate::binding::{ApiVersion, Binding, Environment, Identity, Spec};
 use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, OutputFormat};
+use crate::clock::rfc3339;
 use crate::kube::{self, Resource};
 use crate::tokens::credential::{self, FlowSteps, Resolution, ResolveError, Subject};
 use crate::tokens::workload::{
@@ -801,7 +802,7 @@ pub fn describe_identity(identity: &Identity) -> String {
 /// `2026-01-02T15:04:05Z (in 1h14m59s)`, or `(expired 3m0s ago)`.
 pub fn describe_expiry(expires: OffsetDateTime, now: OffsetDateTime) -> String {
     let left = expires - now;
-    let when = format_time(expires);
+    let when = rfc3339::format_seconds(expires);
     if left.is_positive() {
         format!("{when} (in {})", human(left))
     } else {

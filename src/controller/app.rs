@@ -8,6 +8,7 @@ use crate::binding::policy::{spawn_reloader, PolicyFile, PolicyHandle, RELOAD_PE
 use crate::binding::selector::Selector;
 use crate::binding::suffix::AllowList;
 use crate::cli::Config;
+use crate::clock::SystemClock;
 use crate::controller::events::{EventRecorder, RecorderConfig};
 use crate::controller::leader::{
     client_config, lease_namespace, process_identity, Elector, ElectorHandle, Hooks, LeaderConfig,
@@ -23,7 +24,7 @@ use crate::ops::signals::Signals;
 use crate::plan::PlanConfig;
 use crate::tokens::credential::Minter;
 use crate::tokens::metered::{collect_token_counters, Metered};
-use crate::tokens::{AzureUpstream, SystemClock, TokenService};
+use crate::tokens::{AzureUpstream, TokenService};
 use std::time::Duration;
 
 /// Why acrpull could not start; printed once by `main`, exit code 1.
@@ -158,7 +159,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let reconciler = Arc::new(Reconciler::new(
         Box::new(client.clone()),
         Box::new(minter),
-        Arc::new(crate::kube::clock::SystemClock),
+        Arc::new(SystemClock),
         store,
         PlanConfig {
             ttl_rotation_fraction: cfg.ttl_rotation_fraction,

@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use crate::binding::BindingError;
+use crate::clock::rfc3339;
 
 use serde_json::{json, Value};
-use time::macros::format_description;
-use time::{Duration, OffsetDateTime, UtcOffset};
+use time::{Duration, OffsetDateTime};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "acrpull.microsoft.com/controller";
@@ -399,7 +399,7 @@ fn patch(s: &mut Series, now: OffsetDateTime) -> EventWrite {
         body: json!({
             "series": {
                 "count": s.count,
-                "lastObservedTime": micro_time(now),
+                "lastObservedTime": rfc3339::format_micros(now),
             }
         }),
     }
@@ -419,7 +419,7 @@ fn event_body(
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": { "name": name, "namespace": regarding.namespace },
-        "eventTime": micro_time(now),
+        "eventTime": rfc3339::format_micros(now),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance,
         "action": truncate_chars(action, MAX_SHORT_FIELD),
@@ -435,16 +435,6 @@ fn event_body(
             "resourceVersion": regarding.resource_version,
         },
     })
-}
-
-/// Kubernetes MicroTime: `2006-01-02T15:04:05.000000Z`, always UTC.
-pub fn micro_time(t: OffsetDateTime) -> String {
-    let fmt =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    t.to_offset(UtcOffset::UTC)
-        .format(&fmt)
-        // Only years outside 0..=9999 fail to format; clocks do not produce them.
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".into())
 }
 
 fn to_time(d: StdDuration) -> Duration {
@@ -572,7 +562,10 @@ mod tests {
             )
         );
         assert_eq!(p.body()["series"]["count"], 4);
-        assert_eq!(p.body()["series"]["lastObservedTime"], micro_time(t(31)));
+        assert_eq!(
+            p.body()["series"]["lastObservedTime"],
+            rfc3339::format_micros(t(31))
+        );
         assert_eq!(
             fail(&mut r, "u1", 40),
             None,
@@ -685,12 +678,5 @@ mod tests {
         let n = w.body()["note"].as_str().expect("string");
         assert!(n.len() <= 1024 && n.len() >= 1023);
         assert!(n.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn micro_time_is_utc_with_six_fraction_digits() {
-        let at = t(0) + Duration::microseconds(1234);
-        let at = at.to_offset(UtcOffset::from_hms(2, 0, 0).expect("valid"));
-        assert_eq!(micro_time(at), "2027-01-15T08:00:00.001234Z");
     }
 }

@@ -18,8 +18,7 @@
 //! - **Release** on SIGTERM ([`ElectorHandle::release_and_stop`]): if we lead, PUT an empty holder with a
 //!   1 s duration, so the other replica takes over at its next retry instead of after the lease duration.
 
-use crate::kube::backoff::Rng;
-use crate::kube::clock::{Clock, SystemClock};
+use crate::clock::{rfc3339, Clock, Rng, SystemClock};
 use crate::kube::{Client, Config as KubeConfig, Error as KubeError, Resource};
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -27,7 +26,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 #[cfg(test)]
 /// The Lease name upstream msi-acrpull uses; keeping it means old and new replicas never both lead during a swap.
@@ -196,21 +195,6 @@ pub fn lease_namespace(flag: Option<&str>, own_namespace: Option<&str>) -> Optio
     flag.filter(|n| !n.is_empty())
         .or(own_namespace.filter(|n| !n.is_empty()))
         .map(str::to_string)
-}
-
-/// A Kubernetes MicroTime, `2006-01-02T15:04:05.000000Z` (RFC 3339, microseconds, UTC).
-pub fn format_micro_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
 }
 
 /// The election fields of a Lease's `spec` (client-go's `LeaderElectionRecord`).
@@ -386,7 +370,7 @@ fn decide(observed: &Observed, me: &str, now: Instant) -> Decision {
 
 /// The record we write to take, renew or create the Lease at wall time `wall`.
 fn next_record(prev: Option<&Record>, cfg: &LeaderConfig, wall: OffsetDateTime) -> Record {
-    let now = Some(format_micro_time(wall));
+    let now = Some(rfc3339::format_micros(wall));
     let mut record = Record {
         holder: cfg.identity.clone(),
         lease_duration_secs: cfg.lease_duration_secs(),
@@ -407,7 +391,7 @@ fn next_record(prev: Option<&Record>, cfg: &LeaderConfig, wall: OffsetDateTime) 
 
 /// The record that releases a Lease we hold: no holder, a 1 s duration, the transition count kept.
 fn release_record(prev: &Record, wall: OffsetDateTime) -> Record {
-    let now = Some(format_micro_time(wall));
+    let now = Some(rfc3339::format_micros(wall));
     Record {
         holder: String::new(),
         lease_duration_secs: 1,
@@ -729,7 +713,7 @@ fn run(
         }
     };
     while !shared.lock().stopping {
-        let outcome = machine.step(&*api, clock, OffsetDateTime::now_utc());
+        let outcome = machine.step(&*api, clock, clock.utc());
         let wait = match outcome {
             Outcome::Leading { valid_until } => {
                 shared.update(|s| s.valid_until = Some(valid_until));
@@ -775,7 +759,7 @@ fn run(
     if was_leading {
         status(false);
     }
-    match machine.release(&*api, OffsetDateTime::now_utc()) {
+    match machine.release(&*api, clock.utc()) {
         Ok(true) => log::info!(
             "released lease {}/{}",
             machine.cfg.namespace,
@@ -870,9 +854,9 @@ impl Drop for ElectorHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::kube::auth::Auth;
     use crate::kube::client::tests::{client, serve, Canned};
-    use crate::kube::clock::FakeClock;
     use acrpull_testkit::kube::{ApiServer, Fault, Matcher, Rule, LEASES};
     use std::sync::mpsc;
     use time::macros::datetime;
@@ -1220,15 +1204,6 @@ mod tests {
     }
 
     #[test]
-    fn micro_time_has_six_fraction_digits_in_utc() {
-        assert_eq!(
-            format_micro_time(datetime!(2006-01-02 17:04:05.5 +02:00)),
-            "2006-01-02T15:04:05.500000Z"
-        );
-        assert_eq!(format_micro_time(WALL), "2026-01-02T03:04:05.123456Z");
-    }
-
-    #[test]
     fn identity_prefers_pod_name_else_hostname_with_a_random_suffix() {
         let mut rng = Rng::with_seed(7);
         assert_eq!(
@@ -1432,8 +1407,7 @@ mod tests {
 
     fn micro_time(t: Option<&str>) -> OffsetDateTime {
         let t = t.expect("the record carries the time");
-        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|e| panic!("{t}: {e}"))
+        rfc3339::parse(t).unwrap_or_else(|| panic!("{t}: not RFC 3339"))
     }
 
     /// An elector talking to the test kit's emulated API server as the holder of `token`.

@@ -19,11 +19,10 @@ use time::OffsetDateTime;
 
 use crate::binding::selector::Selector;
 use crate::binding::{ApiVersion, BindingError, FINALIZER};
+use crate::clock::{Clock, Rng};
 use crate::controller::events::{Reason, Regarding};
 use crate::controller::schedule::FailureBackoff;
 use crate::controller::store::{BindingKey, Kind, Observation, Store, Update};
-use crate::kube::backoff::Rng;
-use crate::kube::clock::Clock;
 use crate::kube::{self, Client, Preconditions, Resource};
 use crate::ops::metrics::{Metrics, SecretOp};
 use crate::plan::{self, Minted, Outcome, PlanConfig, TokenNeed, Write};
@@ -825,7 +824,7 @@ mod tests {
     use super::*;
     use crate::binding::TokenStep;
     use crate::binding::V1beta1Defaults;
-    use crate::kube::clock::FakeClock;
+    use crate::clock::FakeClock;
     use crate::kube::WatchEvent;
     use crate::plan::{MintedToken, Password};
     use serde_json::json;

@@ -1,6 +1,7 @@
 //! API-server credentials: a bearer token that is static, re-read from a file, or fetched from an exec plugin.
 
 use super::error::{ConfigError, ExecFailure};
+use crate::clock::rfc3339;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -220,8 +221,7 @@ fn parse_exec_credential(out: &[u8]) -> Result<(BearerToken, Option<SystemTime>)
     let expires = match status.get("expirationTimestamp").and_then(|t| t.as_str()) {
         None => None,
         Some(ts) => {
-            let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ExecFailure::Expiry)?;
+            let t = rfc3339::parse(ts).ok_or(ExecFailure::Expiry)?;
             Some(SystemTime::from(t))
         }
     };

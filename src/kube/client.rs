@@ -1,10 +1,11 @@
 //! The API client: authenticated, rate-limited, metered JSON requests to the Kubernetes API server.
 
 use super::auth::{BearerToken, Credentials};
-use super::clock::{Clock, SystemClock};
 use super::config::Config;
 use super::error::{ConfigError, Error};
 use super::ratelimit::RateLimiter;
+use crate::clock::{Clock, SystemClock};
+use crate::net::percent;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -95,33 +96,20 @@ impl Resource {
         };
         if let (true, Some(ns)) = (self.namespaced, namespace) {
             p.push_str("/namespaces/");
-            p.push_str(&encode(ns));
+            p.push_str(&percent::encode(ns));
         }
         p.push('/');
         p.push_str(self.plural);
         if let Some(n) = name {
             p.push('/');
-            p.push_str(&encode(n));
+            p.push_str(&percent::encode(n));
             if let Some(s) = subresource {
                 p.push('/');
-                p.push_str(&encode(s));
+                p.push_str(&percent::encode(s));
             }
         }
         p
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Query parameters of a LIST (and, minus paging, of a WATCH).
@@ -440,11 +428,11 @@ impl Client {
         watch_idle: Option<Duration>,
     ) -> Result<Response<Body>, Error> {
         let mut url = format!("{}{}", self.inner.base, path);
-        for (i, (k, v)) in query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(k);
-            url.push('=');
-            url.push_str(&encode(v));
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&percent::encode_pairs(
+                query.iter().map(|(k, v)| (*k, v.as_str())),
+            ));
         }
         for attempt in 0..2 {
             self.inner.limiter.acquire();

@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod backoff;
 pub mod client;
-pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ratelimit;

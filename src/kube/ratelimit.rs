@@ -1,6 +1,6 @@
 //! A blocking, thread-safe token bucket that every API request passes through (client-go's QPS/burst).
 
-use super::clock::Clock;
+use crate::clock::Clock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::clock::FakeClock;
+    use crate::clock::FakeClock;
 
     #[test]
     fn burst_passes_at_once_then_requests_are_paced_at_qps() {

@@ -4,10 +4,10 @@
 //! move. A 410 (HTTP, or an in-stream ERROR) goes back to `Empty` for a fresh relist; a stream that ends
 //! goes to `InitListed` to rewatch from the last rv; other errors back off and keep the rv.
 
-use super::backoff::{Backoff, Rng};
+use super::backoff::Backoff;
 use super::client::{Client, ListPage, ListParams, RawEvent, WatchStream};
-use super::clock::{Clock, SystemClock};
 use super::error::Error;
+use crate::clock::{Clock, Rng, SystemClock};
 use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -543,9 +543,9 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::kube::auth::Auth;
     use crate::kube::client::tests::{client, serve, Canned};
-    use crate::kube::clock::FakeClock;
     use serde_json::json;
     use std::collections::VecDeque;
     use std::sync::mpsc;

@@ -952,7 +952,7 @@ users:
     #[test]
     fn random_inputs_never_panic() {
         let alphabet: Vec<char> = " \n\t-:#'\"{}[],|>&*!~?%\\abc01é\r".chars().collect();
-        let mut rng = crate::kube::backoff::Rng::with_seed(0xACE);
+        let mut rng = crate::clock::Rng::with_seed(0xACE);
         for _ in 0..20_000 {
             let len = rng.range_inclusive(0, 48) as usize;
             let s: String = (0..len)

@@ -1,4 +1,6 @@
-//! HTTP plumbing shared by the Kubernetes and Azure clients: buffer sizes and cached name lookups.
+//! HTTP plumbing shared by the Kubernetes and Azure clients: buffer sizes, percent-encoding and
+//! cached name lookups.
 
 pub mod buffers;
+pub mod percent;
 pub mod resolve;

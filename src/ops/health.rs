@@ -10,21 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A monotonic clock; injectable so tests step a fake one.
-pub trait Monotonic: Send + Sync {
-    /// Now.
-    fn now(&self) -> Instant;
-}
-
-/// The system's monotonic clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemMonotonic;
-
-impl Monotonic for SystemMonotonic {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
+use crate::clock::{Clock, SystemClock};
 
 /// Bounds for the liveness verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +90,7 @@ impl Report {
 /// Liveness and readiness state. Share it behind an `Arc`.
 pub struct Health {
     config: HealthConfig,
-    clock: Arc<dyn Monotonic>,
+    clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
 }
 
@@ -118,13 +104,13 @@ impl std::fmt::Debug for Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health::new(HealthConfig::default(), Arc::new(SystemMonotonic))
+        Health::new(HealthConfig::default(), Arc::new(SystemClock))
     }
 }
 
 impl Health {
     /// Health with the given bounds and clock.
-    pub fn new(config: HealthConfig, clock: Arc<dyn Monotonic>) -> Health {
+    pub fn new(config: HealthConfig, clock: Arc<dyn Clock>) -> Health {
         Health {
             config,
             clock,
@@ -324,32 +310,10 @@ impl Drop for Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// A clock that moves only when told.
-    struct FakeClock {
-        base: Instant,
-        offset_ms: AtomicU64,
-    }
-
-    impl FakeClock {
-        fn advance(&self, d: Duration) {
-            self.offset_ms
-                .fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-        }
-    }
-
-    impl Monotonic for FakeClock {
-        fn now(&self) -> Instant {
-            self.base + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
-        }
-    }
+    use crate::clock::FakeClock;
 
     fn setup() -> (Arc<Health>, Arc<FakeClock>) {
-        let clock = Arc::new(FakeClock {
-            base: Instant::now(),
-            offset_ms: AtomicU64::new(0),
-        });
+        let clock = Arc::new(FakeClock::new());
         let config = HealthConfig {
             busy_limit: Duration::from_secs(120),
             watch_limit: Duration::from_secs(300),

@@ -3,10 +3,11 @@
 //! The HTTP and TLS libraries are capped at `info` whatever `RUST_LOG` says: at `trace` ureq logs
 //! request and response headers unredacted, and those carry bearer tokens.
 
-use std::fmt;
 use std::io::Write;
 
 use time::OffsetDateTime;
+
+use crate::clock::rfc3339;
 
 /// Modules whose verbose levels could print credentials.
 const CAPPED: [&str; 3] = ["ureq", "ureq_proto", "rustls"];
@@ -36,7 +37,7 @@ pub fn init(format: LogFormat, default_level: &str) {
                 writeln!(
                     buf,
                     "{} {:<5} {}",
-                    Millis(OffsetDateTime::now_utc()),
+                    rfc3339::format_millis(OffsetDateTime::now_utc()),
                     r.level(),
                     r.args()
                 )
@@ -45,7 +46,7 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Json => {
             b.format(|buf, r| {
                 let line = serde_json::json!({
-                    "ts": Millis(OffsetDateTime::now_utc()).to_string(),
+                    "ts": rfc3339::format_millis(OffsetDateTime::now_utc()),
                     "level": r.level().as_str().to_ascii_lowercase(),
                     "target": r.target(),
                     "msg": r.args().to_string(),
@@ -58,38 +59,17 @@ pub fn init(format: LogFormat, default_level: &str) {
     let _ = b.try_init();
 }
 
-/// RFC 3339 UTC with milliseconds, `2006-01-02T15:04:05.000Z`: the stamp env_logger's
-/// `timestamp_millis` printed, without the date library it pulls in for it.
-struct Millis(OffsetDateTime);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
 
-    use super::Millis;
+    use crate::clock::rfc3339::format_millis;
 
     #[test]
     fn timestamps_are_rfc3339_utc_millis() {
         let t = datetime!(2006-01-02 15:04:05.0429 UTC);
-        assert_eq!(Millis(t).to_string(), "2006-01-02T15:04:05.042Z");
+        assert_eq!(format_millis(t), "2006-01-02T15:04:05.042Z");
         let epoch = datetime!(1970-01-01 00:00 UTC);
-        assert_eq!(Millis(epoch).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_millis(epoch), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -428,13 +428,11 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::health::{HealthConfig, SystemMonotonic};
+    use crate::clock::SystemClock;
+    use crate::ops::health::HealthConfig;
 
     fn probes() -> (Routes, Arc<Health>) {
-        let h = Arc::new(Health::new(
-            HealthConfig::default(),
-            Arc::new(SystemMonotonic),
-        ));
+        let h = Arc::new(Health::new(HealthConfig::default(), Arc::new(SystemClock)));
         (probe_routes(h.clone()), h)
     }
 

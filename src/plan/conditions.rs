@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 
 use crate::binding::text::Text;
 use crate::binding::{
-    format_time, Binding, BindingError, Condition, NO_TOKEN_MESSAGE, PENDING_MESSAGE, READY,
-    READY_MESSAGE, TOKEN_VALID,
+    Binding, BindingError, Condition, NO_TOKEN_MESSAGE, PENDING_MESSAGE, READY, READY_MESSAGE,
+    TOKEN_VALID,
 };
+use crate::clock::rfc3339;
 
 fn condition(
     b: &Binding,
@@ -33,7 +34,7 @@ fn condition(
         Some(p) if p.status == status && !p.last_transition_time.is_empty() => {
             p.last_transition_time.clone()
         }
-        _ => Cow::Owned(format_time(now)),
+        _ => Cow::Owned(rfc3339::format_seconds(now)),
     };
     Condition {
         type_: Cow::Borrowed(type_),
@@ -70,7 +71,11 @@ pub fn desired(
             TOKEN_VALID,
             "True",
             "TokenValid",
-            format!("the registry token expires at {}", format_time(t)).into(),
+            format!(
+                "the registry token expires at {}",
+                rfc3339::format_seconds(t)
+            )
+            .into(),
             now,
         ),
         Some(t) => condition(
@@ -78,7 +83,11 @@ pub fn desired(
             TOKEN_VALID,
             "False",
             "TokenExpired",
-            format!("the registry token expired at {}", format_time(t)).into(),
+            format!(
+                "the registry token expired at {}",
+                rfc3339::format_seconds(t)
+            )
+            .into(),
             now,
         ),
         None => condition(

@@ -18,9 +18,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::binding::names::{self, BINDING_LABEL};
 use crate::binding::suffix::{AllowList, ServerAddr};
-use crate::binding::{
-    format_time, parse_time, ApiVersion, Binding, BindingError, Spec, FINALIZER, KIND,
-};
+use crate::binding::{ApiVersion, Binding, BindingError, Spec, FINALIZER, KIND};
+use crate::clock::rfc3339;
 
 pub use observed::{Observed, SaObs, SecretObs};
 pub use secret::{DOCKERCONFIG_TYPE, EXPIRY_ANNOTATION, INPUTS_ANNOTATION, REFRESH_ANNOTATION};
@@ -102,9 +101,9 @@ fn add_conditions(b: &Binding, p: &mut Plan, now: OffsetDateTime) {
         return;
     }
     let written_expiry = p.writes.iter().rev().find_map(|w| match w {
-        Write::UpdateStatus { status } => {
-            status["tokenExpirationTime"].as_str().and_then(parse_time)
-        }
+        Write::UpdateStatus { status } => status["tokenExpirationTime"]
+            .as_str()
+            .and_then(rfc3339::parse_seconds),
         _ => None,
     });
     let expires = written_expiry.or(b.status.token_expiration_time);
@@ -351,8 +350,8 @@ fn usable_times(
         return None;
     }
     let times = TokenTimes {
-        issued: parse_time(s.annotations.get(REFRESH_ANNOTATION)?)?,
-        expires: parse_time(s.annotations.get(EXPIRY_ANNOTATION)?)?,
+        issued: rfc3339::parse_seconds(s.annotations.get(REFRESH_ANNOTATION)?)?,
+        expires: rfc3339::parse_seconds(s.annotations.get(EXPIRY_ANNOTATION)?)?,
     };
     if now > refresh_boundary(b.version, times, cfg.ttl_rotation_fraction) {
         return None;
@@ -409,7 +408,7 @@ fn token_need(
     let not_issued_before = current
         .filter(|s| s.annotations.get(INPUTS_ANNOTATION) == Some(&*spec.inputs_hash))
         .and_then(|s| s.annotations.get(REFRESH_ANNOTATION))
-        .and_then(parse_time);
+        .and_then(rfc3339::parse_seconds);
     TokenNeed {
         version: b.version,
         namespace: b.meta.namespace.to_string(),
@@ -499,8 +498,8 @@ fn success_status(b: &Binding, times: TokenTimes) -> Option<Write> {
         && b.status.token_expiration_time.map(whole_seconds) == Some(times.expires);
     (!same).then(|| Write::UpdateStatus {
         status: json!({
-            "lastTokenRefreshTime": format_time(times.issued),
-            "tokenExpirationTime": format_time(times.expires),
+            "lastTokenRefreshTime": rfc3339::format_seconds(times.issued),
+            "tokenExpirationTime": rfc3339::format_seconds(times.expires),
             "error": null,
         }),
     })

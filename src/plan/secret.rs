@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::binding::names::BINDING_LABEL;
-use crate::binding::{format_time, Binding, KIND};
+use crate::binding::{Binding, KIND};
+use crate::clock::rfc3339;
 
 use super::SecretObs;
 
@@ -76,11 +77,11 @@ pub fn secret_body(
     labels.insert(BINDING_LABEL.into(), json!(binding.label_value()));
     annotations.insert(
         EXPIRY_ANNOTATION.into(),
-        json!(format_time(content.expires)),
+        json!(rfc3339::format_seconds(content.expires)),
     );
     annotations.insert(
         REFRESH_ANNOTATION.into(),
-        json!(format_time(content.issued)),
+        json!(rfc3339::format_seconds(content.issued)),
     );
     annotations.insert(INPUTS_ANNOTATION.into(), json!(content.inputs_hash));
     let mut metadata = json!({

@@ -1,7 +1,7 @@
 //! Table-style tests of the planner, one per upstream scenario (spec §7) plus our fixes.
 
 use super::*;
-use crate::binding::{format_time, V1beta1Defaults};
+use crate::binding::V1beta1Defaults;
 use crate::binding::{BindingError, Identity, TokenStep};
 use crate::plan::observed::OwnerRef;
 use crate::plan::secret::DOCKERCONFIG_KEY;
@@ -91,8 +91,14 @@ fn owned(
         type_: DOCKERCONFIG_TYPE.into(),
         labels: StrMap::from([(BINDING_LABEL.to_string(), b.label_value())]),
         annotations: StrMap::from([
-            (EXPIRY_ANNOTATION.to_string(), format_time(expires)),
-            (REFRESH_ANNOTATION.to_string(), format_time(issued)),
+            (
+                EXPIRY_ANNOTATION.to_string(),
+                rfc3339::format_seconds(expires),
+            ),
+            (
+                REFRESH_ANNOTATION.to_string(),
+                rfc3339::format_seconds(issued),
+            ),
             (INPUTS_ANNOTATION.to_string(), inputs.to_string()),
         ]),
         owner_refs: vec![OwnerRef {
@@ -167,8 +173,8 @@ fn status_error(msg: &str) -> Write {
 
 fn status_ok(issued: OffsetDateTime, expires: OffsetDateTime) -> Write {
     Write::UpdateStatus {
-        status: json!({"lastTokenRefreshTime": format_time(issued),
-                       "tokenExpirationTime": format_time(expires), "error": null}),
+        status: json!({"lastTokenRefreshTime": rfc3339::format_seconds(issued),
+                       "tokenExpirationTime": rfc3339::format_seconds(expires), "error": null}),
     }
 }
 
@@ -1348,10 +1354,10 @@ fn apply(o: &mut Observed, writes: &[Write]) {
                     st.error = e.as_str().map(str::to_string);
                 }
                 if let Some(t) = status.get("lastTokenRefreshTime").and_then(Value::as_str) {
-                    st.last_token_refresh_time = parse_time(t);
+                    st.last_token_refresh_time = rfc3339::parse_seconds(t);
                 }
                 if let Some(t) = status.get("tokenExpirationTime").and_then(Value::as_str) {
-                    st.token_expiration_time = parse_time(t);
+                    st.token_expiration_time = rfc3339::parse_seconds(t);
                 }
             }
         }

@@ -25,25 +25,10 @@ use crate::azure::imds::{ImdsClient, ImdsError, ManagedIdentity};
 use crate::azure::limiter::Limiter;
 use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
+use crate::clock::Clock;
 
 /// Cache sizes above which expired entries are swept on insert (then the bar doubles).
 const FIRST_SWEEP_AT: usize = 256;
-
-/// The current time; injectable so tests step a fake clock.
-pub trait Clock: Send + Sync {
-    /// Now, in UTC.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
 
 /// Supplies client assertions (the controller mints ServiceAccount tokens via Kubernetes).
 pub trait AssertionSource: Send + Sync + fmt::Debug {
@@ -424,7 +409,7 @@ impl TokenService {
             request.registry.to_owned(),
             request.scope.to_owned(),
         );
-        let now = self.clock.now();
+        let now = self.clock.utc();
         let usable = |t: &AcrToken| {
             now < half_life(t.issued, t.expires)
                 && request.not_issued_before.is_none_or(|nib| t.issued > nib)
@@ -451,7 +436,7 @@ impl TokenService {
         audience: &str,
     ) -> Result<AccessToken, TokenError> {
         let key = (credential.key(), audience.to_owned());
-        let now = self.clock.now();
+        let now = self.clock.utc();
         let (result, source) = self.entra.get_or_fetch(
             &key,
             |e| now < e.refresh_at,
@@ -478,7 +463,7 @@ impl TokenService {
         credential: &Credential,
         audience: &str,
     ) -> Result<EntraEntry, TokenError> {
-        let now = self.clock.now();
+        let now = self.clock.utc();
         let token = match credential {
             Credential::Managed(identity) => {
                 let r = self
@@ -534,7 +519,7 @@ impl TokenService {
             r?
         };
         let expires = acr::password_expiry(&password)?;
-        let now = self.clock.now();
+        let now = self.clock.utc();
         Ok(AcrToken {
             password,
             expires,
@@ -696,6 +681,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Drop for FlightGuard<'_, K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use std::sync::atomic::AtomicBool;
@@ -703,20 +689,6 @@ mod tests {
     use time::macros::datetime;
 
     const T0: OffsetDateTime = datetime!(2026-01-01 00:00:00.250 UTC);
-
-    struct FakeClock(Mutex<OffsetDateTime>);
-
-    impl FakeClock {
-        fn advance(&self, by: time::Duration) {
-            *self.0.lock().unwrap() += by;
-        }
-    }
-
-    impl Clock for FakeClock {
-        fn now(&self) -> OffsetDateTime {
-            *self.0.lock().unwrap()
-        }
-    }
 
     fn jwt_expiring(exp: OffsetDateTime) -> String {
         let payload = format!(r#"{{"exp":{}}}"#, exp.unix_timestamp());
@@ -776,7 +748,7 @@ mod tests {
         /// A fresh, distinct JWT valid for three hours from the fake clock.
         fn acr_jwt(&self) -> SecretString {
             let n = self.serial.fetch_add(1, Ordering::SeqCst);
-            let exp = self.clock.now() + time::Duration::hours(3);
+            let exp = self.clock.utc() + time::Duration::hours(3);
             SecretString::new(format!("{}{n}", jwt_expiring(exp)))
         }
     }
@@ -844,7 +816,7 @@ mod tests {
     fn setup_with(
         tweak: impl FnOnce(&mut FakeUpstream),
     ) -> (Arc<FakeClock>, Arc<FakeUpstream>, Arc<TokenService>) {
-        let clock = Arc::new(FakeClock(Mutex::new(T0)));
+        let clock = Arc::new(FakeClock::starting_at(T0));
         let mut upstream = FakeUpstream::new(clock.clone());
         tweak(&mut upstream);
         let upstream = Arc::new(upstream);
@@ -905,11 +877,11 @@ mod tests {
         let (clock, upstream, service) = setup();
         let first = service.acr_token(&request("s", "r.azurecr.io")).unwrap();
         assert_eq!(first.issued, datetime!(2026-01-01 00:00:00 UTC));
-        clock.advance(time::Duration::minutes(89));
+        clock.advance(Duration::from_secs(89 * 60));
         let again = service.acr_token(&request("s", "r.azurecr.io")).unwrap();
         assert_eq!(again, first);
         assert_eq!(service.counters().acr_cache_hits(), 1);
-        clock.advance(time::Duration::minutes(2));
+        clock.advance(Duration::from_secs(2 * 60));
         let fresh = service.acr_token(&request("s", "r.azurecr.io")).unwrap();
         assert_ne!(fresh.password, first.password);
         assert_eq!(upstream.exchange.load(Ordering::SeqCst), 2);
@@ -922,7 +894,7 @@ mod tests {
     fn a_token_issued_before_not_issued_before_is_not_reused() {
         let (clock, upstream, service) = setup();
         let first = service.acr_token(&request("s", "r.azurecr.io")).unwrap();
-        clock.advance(time::Duration::seconds(1));
+        clock.advance(Duration::from_secs(1));
         let mut replacing = request("s", "r.azurecr.io");
         replacing.not_issued_before = Some(first.issued);
         let second = service.acr_token(&replacing).unwrap();
@@ -1007,10 +979,10 @@ mod tests {
     fn entra_tokens_follow_refresh_in_when_given() {
         let (clock, upstream, service) = setup_with(|u| u.entra_refresh_in = Some(600));
         service.entra_token(&MI, ARM).unwrap();
-        clock.advance(time::Duration::seconds(599));
+        clock.advance(Duration::from_secs(599));
         service.entra_token(&MI, ARM).unwrap();
         assert_eq!(upstream.imds.load(Ordering::SeqCst), 1);
-        clock.advance(time::Duration::seconds(2));
+        clock.advance(Duration::from_secs(2));
         service.entra_token(&MI, ARM).unwrap();
         assert_eq!(upstream.imds.load(Ordering::SeqCst), 2);
     }
