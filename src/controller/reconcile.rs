@@ -343,8 +343,11 @@ impl Reconciler {
 
     /// Reconciles one binding and decides what comes next.
     pub fn reconcile(&self, key: &BindingKey) -> Reconciled {
+        let result = self.pass(key);
+        // Read after the pass: it may have waited for the first lists, and delays count from
+        // when they are decided.
         let now = self.clock.now();
-        match self.pass(key) {
+        match result {
             Ok(None) => {
                 self.forget_failures(key);
                 Reconciled {
@@ -399,6 +402,16 @@ impl Reconciler {
             Asked::Gated(until) => until + GATE_MARGIN.mul_f64(1.0 + self.jitter()),
             asked => {
                 let mut f = lock(&self.failures);
+                if let Asked::Minted(Err(inputs_hash)) = &asked {
+                    // Changed inputs (a spec edit) failing are a new problem: their backoff
+                    // starts afresh, as their gate does.
+                    if f.gates
+                        .get(key)
+                        .is_some_and(|g| g.inputs_hash != *inputs_hash)
+                    {
+                        f.backoff.succeeded(key);
+                    }
+                }
                 let until = now + f.backoff.failed(key.clone(), self.jitter());
                 if let Asked::Minted(Err(inputs_hash)) = asked {
                     let gate = Gate {
@@ -1056,6 +1069,39 @@ mod tests {
             t.asked.load(Ordering::SeqCst),
             2,
             "asked again once the gate opened"
+        );
+    }
+
+    #[test]
+    fn a_spec_edit_asks_at_once_and_starts_its_backoff_afresh() {
+        let t = rig(vec![binding(&[FINALIZER], json!({}))], true, "");
+        let delay_of = |r: Reconciled, clock: &FakeClock| match r.action {
+            Action::RequeueAt(at) => at - clock.now(),
+            other => panic!("a retry is scheduled: {other:?}"),
+        };
+        let first = delay_of(t.r.reconcile(&key()), &t.clock);
+        t.clock.advance(first);
+        let second = delay_of(t.r.reconcile(&key()), &t.clock);
+        assert!(
+            second >= Duration::from_secs(8),
+            "the backoff grew: {second:?}"
+        );
+        assert_eq!(t.asked.load(Ordering::SeqCst), 2);
+
+        let mut edited = binding(&[FINALIZER], json!({}));
+        edited["metadata"]["resourceVersion"] = json!("6");
+        edited["spec"]["acr"]["scope"] = json!("repository:other:pull");
+        let kind = Kind::Bindings(ApiVersion::V1beta2);
+        lock(&t.store).fold(Update::Watched(kind, &WatchEvent::Applied(edited)));
+        let third = delay_of(t.r.reconcile(&key()), &t.clock);
+        assert_eq!(
+            t.asked.load(Ordering::SeqCst),
+            3,
+            "new inputs pass the gate"
+        );
+        assert!(
+            third <= Duration::from_secs(7),
+            "and start at 5 s again: {third:?}"
         );
     }
 
