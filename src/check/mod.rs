@@ -4,7 +4,8 @@
 //! and then IMDS and the registry are asked directly, not through the controller's token cache,
 //! so the report says what Azure answers now. Who asks, for which audience and at which authority
 //! is not decided here but by the controller's own resolver (`tokens::credential::resolve`), whose
-//! calls out are answered and reported step by step. The report model is in `report` and the
+//! calls out are answered and reported step by step; the Entra/IMDS request is the token service's
+//! own (`tokens::request::entra_token`), made uncached. The report model is in `report` and the
 //! scope comparison in `access`; this file runs the flow and fills the report in.
 
 mod access;
@@ -20,12 +21,10 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::azure::acr::AcrError;
-use crate::azure::entra::AssertionRequest;
 use crate::azure::error::HttpError;
 use crate::azure::http::HttpSetupError;
 use crate::azure::imds::{ImdsError, ManagedIdentity};
 use crate::azure::jwt;
-use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
 use crate::binding::policy::PolicyHandle;
 use crate::binding::suffix::AllowList;
@@ -34,6 +33,7 @@ use crate::cli::{CheckArgs, CheckTarget, Config, EntraAudience, FlagBinding, Out
 use crate::clock::rfc3339;
 use crate::kube::{self, Resource};
 use crate::tokens::credential::{self, FlowSteps, Resolution, ResolveError, Subject};
+use crate::tokens::request::{self, Ask};
 use crate::tokens::workload::{
     self, ServiceAccountToken, WorkloadError, WorkloadIds, CLIENT_ID_ANNOTATION,
     TENANT_ID_ANNOTATION,
@@ -353,7 +353,7 @@ impl Flow<'_> {
 
     /// Step 3: the Entra token (IMDS, or Entra with a client assertion), with its audience,
     /// expiry and principal claims. Who asks, and for which audience, is resolved exactly as the
-    /// controller resolves it; only the requests themselves are made here, past every cache.
+    /// controller resolves it, and asked for with the controller's own request, past every cache.
     /// Returns the token and the principal's object ID.
     fn entra_token(
         &mut self,
@@ -408,49 +408,50 @@ impl Flow<'_> {
     }
 
     /// The resolved credential's Entra token, from IMDS or from Entra for its assertion, asked
-    /// for as the token cache asks; `Err` is the failed step.
-    fn request(&mut self, step: Step, resolved: &Resolution) -> Result<(Step, AccessToken), Step> {
-        let resource = resource_for(&resolved.audience);
-        let c = match &resolved.credential {
-            Credential::Managed(identity) => {
-                let step = step
-                    .detail("via", format!("IMDS {}", self.cfg.imds_endpoint))
-                    .detail("requested audience", resource);
-                return match self
-                    .upstream
-                    .managed_identity_token(identity, resource, (self.now)())
-                {
-                    Ok(t) => Ok((step, t)),
-                    Err(e) => Err(with_hint(step.failed(e.to_string()), entra_hint(&e))),
-                };
-            }
-            Credential::ClientAssertion(c) => c,
+    /// for with the token service's own request (`tokens::request`) past its cache; `Err` is the
+    /// failed step.
+    fn request(&self, mut step: Step, resolved: &Resolution) -> Result<(Step, AccessToken), Step> {
+        let imds = self.cfg.imds_endpoint.as_str();
+        // The application Entra was asked for, so a refusal can point at its federated credential.
+        let mut application = None;
+        let got = request::entra_token(
+            self.upstream,
+            &resolved.credential,
+            &resolved.audience,
+            (self.now)(),
+            &mut |ask| match *ask {
+                Ask::Imds { resource, .. } => {
+                    step.details.push(("via", format!("IMDS {imds}")));
+                    step.details
+                        .push(("requested audience", resource.to_string()));
+                }
+                Ask::ClientAssertion {
+                    authority_host,
+                    tenant,
+                    client_id,
+                    scope,
+                } => {
+                    step.details
+                        .push(("via", format!("Entra {authority_host}{tenant}")));
+                    step.details.push(("client id", client_id.to_string()));
+                    step.details.push(("tenant", tenant.to_string()));
+                    step.details.push(("requested scope", scope.to_string()));
+                    application = Some(client_id.to_string());
+                }
+            },
+        );
+        let e = match got {
+            Ok(t) => return Ok((step, t)),
+            Err(e) => e,
         };
-        let assertion = c
-            .source
-            .assertion()
-            .map_err(|e| step.clone().failed(e.to_string()))?;
-        let scope = scope_for(resource);
-        let step = step
-            .detail("via", format!("Entra {}{}", c.authority_host, c.tenant))
-            .detail("client id", c.client_id.clone())
-            .detail("tenant", c.tenant.clone())
-            .detail("requested scope", scope.clone());
-        let request = AssertionRequest {
-            authority_host: &c.authority_host,
-            tenant: &c.tenant,
-            client_id: &c.client_id,
-            assertion: &assertion,
-            scope: &scope,
+        let hint = match application {
+            Some(app) => Some(format!(
+                "check the federated identity credential of application {app}: its issuer, \
+                 subject and audience must match the assertion's"
+            )),
+            None => entra_hint(&e),
         };
-        match self.upstream.client_assertion_token(&request, (self.now)()) {
-            Ok(t) => Ok((step, t)),
-            Err(e) => Err(step.failed(e.to_string()).hint(format!(
-                "check the federated identity credential of application {}: its issuer, \
-                 subject and audience must match the assertion's",
-                c.client_id
-            ))),
-        }
+        Err(with_hint(step.failed(e.to_string()), hint))
     }
 
     /// Step 4: the registry refresh token (the pull password itself when there is no scope).
@@ -568,10 +569,15 @@ impl FlowSteps for Probe<'_, '_> {
             format!("IMDS {}", self.flow.cfg.imds_endpoint),
         );
         self.detail("assertion audience", resource);
-        let token =
-            self.flow
-                .upstream
-                .managed_identity_token(identity, resource, (self.flow.now)())?;
+        // The controller's node token comes through the same request (from its cache).
+        let node = Credential::Managed(identity.clone());
+        let token = request::entra_token(
+            self.flow.upstream,
+            &node,
+            resource,
+            (self.flow.now)(),
+            &mut |_| {},
+        )?;
         self.flow.secrets.push(token.token.clone());
         Ok(token)
     }
@@ -837,7 +843,7 @@ fn claim_text(payload: &Map<String, Value>, name: &str) -> Option<String> {
 mod tests {
     use super::report::Outcome;
     use super::*;
-    use crate::azure::entra::AssertionRequest;
+    use crate::azure::entra::{AssertionRequest, EntraError};
     use crate::azure::error::ErrorDetail;
     use crate::azure::AccessToken;
     use crate::binding::V1beta1Defaults;
@@ -1301,6 +1307,45 @@ mod tests {
         let out = r.to_text();
         assert!(!out.contains(&cluster.assertion), "{out}");
         assert_no_token(&r, &azure);
+    }
+
+    #[test]
+    fn an_entra_refusal_shows_what_was_asked_and_points_at_the_federated_credential() {
+        let mut azure = FakeAzure::working(pull_app());
+        azure.entra = Err(TokenError::Entra(EntraError::Status {
+            status: 400,
+            detail: None,
+        }));
+        let res = v1beta2(json!({"workloadIdentity": {"serviceAccountRef": "wi"}}));
+        let r = check(
+            &Config::default(),
+            res,
+            &azure,
+            Some(&FakeCluster::new()),
+            &now,
+        );
+        let s = step(&r, "entra token");
+        assert_eq!(s.outcome, Outcome::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("entra token request failed with status 400")
+        );
+        assert_eq!(
+            s.hint.as_deref(),
+            Some(
+                "check the federated identity credential of application app-1: its issuer, \
+                 subject and audience must match the assertion's"
+            )
+        );
+        assert_eq!(
+            detail(s, "via"),
+            Some("Entra https://login.microsoftonline.com/tenant-1")
+        );
+        assert_eq!(
+            detail(s, "requested scope"),
+            Some("https://management.core.windows.net//.default")
+        );
+        assert_eq!(step(&r, "acr exchange").outcome, Outcome::Skipped);
     }
 
     #[test]

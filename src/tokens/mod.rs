@@ -7,6 +7,7 @@
 
 pub mod credential;
 pub mod metered;
+pub mod request;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -23,7 +24,6 @@ use crate::azure::error::HttpError;
 use crate::azure::http::HttpSend;
 use crate::azure::imds::{ImdsClient, ImdsError, ManagedIdentity};
 use crate::azure::limiter::Limiter;
-use crate::azure::scope::{resource_for, scope_for};
 use crate::azure::{AccessToken, SecretString};
 use crate::clock::Clock;
 
@@ -464,29 +464,15 @@ impl TokenService {
         audience: &str,
     ) -> Result<EntraEntry, TokenError> {
         let now = self.clock.utc();
-        let token = match credential {
-            Credential::Managed(identity) => {
-                let r = self
-                    .upstream
-                    .managed_identity_token(identity, resource_for(audience), now);
-                self.counters.record(UpstreamKind::Imds, &r);
-                r?
-            }
-            Credential::ClientAssertion(c) => {
-                let assertion = c.source.assertion()?;
-                let scope = scope_for(resource_for(audience));
-                let request = AssertionRequest {
-                    authority_host: &c.authority_host,
-                    tenant: &c.tenant,
-                    client_id: &c.client_id,
-                    assertion: &assertion,
-                    scope: &scope,
-                };
-                let r = self.upstream.client_assertion_token(&request, now);
-                self.counters.record(UpstreamKind::Entra, &r);
-                r?
-            }
-        };
+        let mut asked = None;
+        let token = request::entra_token(&*self.upstream, credential, audience, now, &mut |a| {
+            asked = Some(a.upstream());
+        });
+        // A refused assertion never reached Azure, so it is no upstream request.
+        if let Some(kind) = asked {
+            self.counters.record(kind, &token);
+        }
+        let token = token?;
         let refresh_at = token
             .refresh_at
             .filter(|r| *r < token.expires)
@@ -1037,6 +1023,8 @@ mod tests {
         service.acr_token(&request("s", "r.azurecr.io")).unwrap();
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
         assert_eq!(upstream.entra.load(Ordering::SeqCst), 1);
+        assert_eq!(service.counters().requests(UpstreamKind::Entra, true), 1);
+        assert_eq!(service.counters().requests(UpstreamKind::Imds, true), 1);
         // The managed identity did not reuse the workload identity's tokens.
         assert_eq!(upstream.imds.load(Ordering::SeqCst), 1);
         assert_eq!(upstream.exchange.load(Ordering::SeqCst), 2);
@@ -1060,6 +1048,10 @@ mod tests {
             err.to_string(),
             "failed to mint service account token: forbidden"
         );
+        // Entra was never asked, so no Entra request is counted, failed or not.
+        for ok in [true, false] {
+            assert_eq!(service.counters().requests(UpstreamKind::Entra, ok), 0);
+        }
     }
 
     #[test]
