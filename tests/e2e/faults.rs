@@ -7,8 +7,8 @@
 //! the number of requests during the fault stayed within what the backoff allows, and the process
 //! is still running.
 //!
-//! Backoff facts the bounds rely on (see `src/schedule.rs`, `src/controller.rs`,
-//! `src/kube/backoff.rs`, `src/kube/watch.rs`):
+//! Backoff facts the bounds rely on (see `src/controller/schedule.rs`,
+//! `src/controller/reconcile.rs`, `src/kube/backoff.rs`, `src/kube/watch.rs`):
 //! - a reconcile that fails on a Kubernetes error retries after 5 s × 2ⁿ × [0.8, 1.2], so never
 //!   sooner than 4 s; with `Retry-After` it retries after max(1 s, Retry-After);
 //! - a failing list or watch retries after 800 ms × 2ⁿ ± 25 % (so never sooner than 600 ms, then

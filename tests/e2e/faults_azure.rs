@@ -5,9 +5,9 @@
 //!
 //! Backoff facts the bounds rely on: one IMDS call makes at most 4 attempts (retries after 1, 2
 //! and 4 s, `src/azure/retry.rs`), an Entra or registry call at most 4 (0.8, 1.6, 3.2 s), only for
-//! 408/429/5xx; a failed token then waits ≥ 3.75 s before it is asked for again (the token gate,
-//! `src/reconcile.rs`); a Secret is never refreshed sooner than 1 s after the last mint
-//! (`src/plan.rs`). IMDS admits at most 5 requests at once (`src/azure/limiter.rs`).
+//! 408/429/5xx; a failed token then waits ≥ 4 s (5 s × 2ⁿ × [0.8, 1.2]) before it is asked for
+//! again (the token gate, `src/controller/reconcile.rs`); a Secret is never refreshed sooner than
+//! 1 s after the last mint (`src/plan/mod.rs`). IMDS admits at most 5 requests at once (`src/azure/limiter.rs`).
 
 use std::time::{Duration, Instant};
 
