@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{BINDINGS_V1BETA2, LEASES};
-use acrpull_testkit::world::{binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY};
+use acrpull_testkit::world::{
+    binding_v1beta2, identity, Acrpull, AcrpullOptions, World, REGISTRY, WAIT,
+};
 
 use crate::bin;
 
@@ -59,7 +61,10 @@ fn one_replica_leads_and_sigterm_hands_over_at_once() {
         w.api.get("secrets", "default", "acr-pull-one")
     });
     let (mut leader, follower) = if first == "replica-a" { (a, b) } else { (b, a) };
-    assert!(wrote(&leader), "the leader wrote");
+    // The Secret can be in the API before the kit's reader has captured the line that logs it.
+    w.wait_for("the leader's log of its write", WAIT, || {
+        wrote(&leader).then_some(())
+    });
     assert!(
         !wrote(&follower),
         "the follower never writes:\n{}",
