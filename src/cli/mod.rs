@@ -9,7 +9,17 @@ use std::path::PathBuf;
 
 use crate::binding::{ApiVersion, V1beta1Defaults, V1BETA1_ARM_RESOURCE};
 pub use crate::ops::logging::LogFormat;
-use crate::tokens::credential::FlowConfig;
+
+/// The token flow's settings that come from flags, not from the binding.
+#[derive(Clone, Debug, Default)]
+pub struct FlowConfig {
+    /// `--entra-audience=acr`: request Entra/IMDS tokens for the registry audience, not ARM.
+    pub acr_audience: bool,
+    /// `--authority-host`: the Entra authority for every cloud (else the binding's cloud's).
+    pub authority_host: Option<String>,
+    /// `--service-account-token-audience`: the one audience of minted ServiceAccount tokens.
+    pub token_audience: String,
+}
 
 /// Which audience Entra and IMDS tokens are requested for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use crate::azure::imds::ManagedIdentity;
 use crate::azure::AccessToken;
 use crate::binding::policy::{spec_identities, Denied, PolicyHandle};
 use crate::binding::{ApiVersion, BindingError, Environment, Identity, TokenStep};
+pub use crate::cli::FlowConfig;
 use crate::kube::Client;
 use crate::plan::{Minted, MintedToken, TokenNeed};
 use crate::tokens::workload::{
@@ -23,17 +24,6 @@ use crate::tokens::{
 
 /// The ACR audience used when tokens are requested for the registry instead of ARM.
 pub const ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
-
-/// The token flow's settings that come from flags, not from the binding.
-#[derive(Clone, Debug, Default)]
-pub struct FlowConfig {
-    /// `--entra-audience=acr`: request Entra/IMDS tokens for the registry audience, not ARM.
-    pub acr_audience: bool,
-    /// `--authority-host`: the Entra authority for every cloud (else the binding's cloud's).
-    pub authority_host: Option<String>,
-    /// `--service-account-token-audience`: the one audience of minted ServiceAccount tokens.
-    pub token_audience: String,
-}
 
 /// The parts of one binding the resolver reads.
 #[derive(Clone, Copy, Debug)]

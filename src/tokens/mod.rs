@@ -1,4 +1,6 @@
-//! The token service: caches and single-flights Entra and ACR tokens.
+//! The token flow: `credential` resolves who asks (for the controller and `acrpull check` alike),
+//! `request` makes the one Entra/IMDS request, and the token service here caches and
+//! single-flights Entra and ACR tokens.
 //!
 //! Entra/IMDS tokens are cached per (identity, audience) until their refresh point (`refresh_in`,
 //! else half-life); ACR tokens per (identity, audience, registry, scope) until half their
