@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use acrpull_testkit::kube::{
-    ApiServer, ExpiredWatch, Fault, Matcher, Policies, Rule, ADMIN_USER, BINDINGS_V1BETA2,
+    ApiServer, ExpiredWatch, Fault, Latency, Matcher, Policies, Rule, ADMIN_USER, BINDINGS_V1BETA2,
 };
 use common::{eventually, rv, Client};
 use serde_json::{json, Value};
@@ -461,4 +461,74 @@ fn a_cut_watch_resumes_from_the_last_seen_version_without_loss() {
     ));
     let e = w.unwrap().next_event().unwrap();
     assert_eq!(e["object"]["metadata"]["name"], "b");
+}
+
+#[test]
+fn concurrent_writes_overlap_their_latency() {
+    let (api, c) = setup();
+    let write = Duration::from_millis(400);
+    api.set_latency(Latency {
+        write,
+        ..Latency::default()
+    });
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| c.post(SECRETS, &secret("a")).0);
+        let b = s.spawn(|| c.post(SECRETS, &secret("b")).0);
+        assert_eq!(a.join().unwrap(), 201);
+        assert_eq!(b.join().unwrap(), 201);
+    });
+    let took = start.elapsed();
+    assert!(took >= write, "each write waits its latency: {took:?}");
+    assert!(took < 2 * write, "the two writes overlap: {took:?}");
+}
+
+#[test]
+fn a_write_shows_only_once_its_latency_has_passed() {
+    let (api, c) = setup();
+    let write = Duration::from_millis(400);
+    api.set_latency(Latency {
+        write,
+        ..Latency::default()
+    });
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let w = s.spawn(|| c.post(SECRETS, &secret("late")).0);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            api.get("secrets", "ns", "late").is_none(),
+            "the write is not visible before its latency has passed"
+        );
+        assert_eq!(w.join().unwrap(), 201);
+        assert!(start.elapsed() >= write, "the reply waits the latency");
+        assert!(api.get("secrets", "ns", "late").is_some());
+    });
+}
+
+#[test]
+fn reads_and_watch_events_wait_their_own_latency() {
+    let (api, c) = setup();
+    let (read, watch) = (Duration::from_millis(200), Duration::from_millis(300));
+    let (code, w) = c.watch(&format!(
+        "{SECRETS}?watch=1&resourceVersion={}",
+        api.resource_version()
+    ));
+    assert_eq!(code, 200);
+    let mut w = w.unwrap();
+    api.set_latency(Latency {
+        read,
+        write: Duration::ZERO,
+        watch,
+    });
+    let start = Instant::now();
+    assert_eq!(c.get(SECRETS).0, 200);
+    assert!(start.elapsed() >= read, "a list waits the read latency");
+    let start = Instant::now();
+    api.create("secrets", "ns", secret("w")).unwrap();
+    let ev = w.next_event().expect("the watch delivers the event");
+    assert_eq!(ev["type"], "ADDED");
+    assert!(
+        start.elapsed() >= watch,
+        "the event waits the watch latency"
+    );
 }

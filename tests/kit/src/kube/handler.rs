@@ -257,8 +257,17 @@ impl Api {
             }
             return error_response(&e);
         }
-        if !self.0.store.lock().installed(route.rt) {
+        let (installed, latency) = {
+            let st = self.0.store.lock();
+            (st.installed(route.rt), st.latency.for_verb(&entry.verb))
+        };
+        if !installed {
             return error_response(&ApiError::no_route());
+        }
+        // The simulated latency, slept outside the store lock before the request reads or
+        // commits: concurrent requests overlap, and a write shows only once it has passed.
+        if latency > Duration::ZERO {
+            std::thread::sleep(latency);
         }
         match self.dispatch(req, &route, &entry.verb, &user) {
             Ok(resp) => resp,

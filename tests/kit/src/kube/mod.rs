@@ -44,7 +44,7 @@ pub use patch::{json_patch, merge_patch};
 pub use resources::ResourceType;
 pub use selector::{FieldSelector, LabelSelector};
 pub use status::ApiError;
-pub use store::{ExpiredWatch, Preconditions};
+pub use store::{ExpiredWatch, Latency, Preconditions};
 pub use token::{TokenRecord, ISSUER as TOKEN_ISSUER};
 
 use handler::{lock, Api, Inner};
@@ -386,6 +386,12 @@ impl ApiServer {
     /// The interval between BOOKMARK events (for watches that allow them). Default 3 s.
     pub fn set_bookmark_interval(&self, d: Duration) {
         self.inner.store.write(|st| st.bookmark_interval = d);
+    }
+
+    /// Simulated per-request latency: reads, writes and watch-event delivery (all zero by
+    /// default). Requests sleep each on their own thread, so concurrent ones overlap.
+    pub fn set_latency(&self, latency: Latency) {
+        self.inner.store.write(|st| st.latency = latency);
     }
 
     /// Whether a too-old watch gets an in-stream ERROR (default, as the real server) or HTTP 410.

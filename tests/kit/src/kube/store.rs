@@ -124,6 +124,32 @@ pub struct State {
     /// Whether custom resources are checked against their CRD schema (default true); off, the
     /// server stores any object, as a cluster whose CRD has no schema would.
     pub crd_validation: bool,
+    /// Simulated per-request latency (zero by default).
+    pub latency: Latency,
+}
+
+/// Simulated latency of a real kube-apiserver with etcd behind it. Each request sleeps on its own
+/// thread, outside the store lock, so concurrent requests overlap as on a real server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// GET and LIST: slept before the state is read.
+    pub read: Duration,
+    /// POST, PUT, PATCH, DELETE (TokenRequests included): slept before the write is applied,
+    /// so its effect becomes visible, and its reply is sent, only after it.
+    pub write: Duration,
+    /// Watch events: each batch is sent this long after the watcher picked it up.
+    pub watch: Duration,
+}
+
+impl Latency {
+    /// The latency of a request with this Kubernetes verb (zero for a watch request itself).
+    pub fn for_verb(&self, verb: &str) -> Duration {
+        match verb {
+            "get" | "list" => self.read,
+            "create" | "update" | "patch" | "delete" | "deletecollection" => self.write,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// The store: state plus the condition variables watchers and the background thread wait on.
@@ -395,6 +421,7 @@ impl State {
             policies: None,
             acting_user: String::new(),
             crd_validation: true,
+            latency: Latency::default(),
         }
     }
 

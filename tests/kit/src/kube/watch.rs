@@ -213,6 +213,11 @@ impl Iterator for Stream {
                 }
             }
             if !out.is_empty() {
+                let latency = st.latency.watch;
+                drop(st);
+                if latency > Duration::ZERO {
+                    std::thread::sleep(latency);
+                }
                 return Some(Chunk::Data(out));
             }
             let now = Instant::now();

@@ -13,6 +13,7 @@ mod scenario;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use acrpull_testkit::kube::Latency;
 use args::{Args, Command};
 use scenario::{Outcome, Scenario};
 
@@ -40,6 +41,11 @@ fn plan(a: &Args) -> Vec<(Kind, Scenario)> {
         extra_args: a.acrpull_args.clone(),
         extra_env: a.acrpull_env.clone(),
         log_dir: a.log_dir.clone(),
+        latency: Latency {
+            read: a.read_latency,
+            write: a.write_latency,
+            watch: a.watch_latency,
+        },
     };
     let mut out: Vec<(Kind, Scenario)> = a.sizes.iter().map(|&n| (Kind::Plain, base(n))).collect();
     if a.unrelated > 0 {

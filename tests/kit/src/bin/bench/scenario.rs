@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use acrpull_testkit::azure::Audiences;
-use acrpull_testkit::kube::{ApiError, ApiServer, BINDINGS_V1BETA2};
+use acrpull_testkit::kube::{ApiError, ApiServer, Latency, BINDINGS_V1BETA2};
 use acrpull_testkit::world::{
     binding_v1beta2, identity, Acrpull, AcrpullOptions, World, CONTROLLER_USER,
 };
@@ -57,6 +57,8 @@ pub struct Scenario {
     pub extra_env: Vec<(String, String)>,
     /// Where to write acrpull's log at the end (`<dir>/<name>.log`).
     pub log_dir: Option<PathBuf>,
+    /// The emulated API server's latency while acrpull runs (the fill is direct, without it).
+    pub latency: Latency,
 }
 
 impl Scenario {
@@ -468,6 +470,7 @@ pub fn run(s: &Scenario, acrpull: &Path) -> Result<Outcome, ScenarioError> {
         .set_history_limit(10_000 + 2 * (s.unrelated + s.bindings));
     set_up_azure(&w, s);
     fill_cluster(&w.api, s)?;
+    w.api.set_latency(s.latency);
     let setup = t_setup.elapsed();
     eprintln!("    cluster filled in {:.1} s", setup.as_secs_f64());
 
@@ -608,6 +611,7 @@ mod tests {
             extra_args: Vec::new(),
             extra_env: Vec::new(),
             log_dir: None,
+            latency: Latency::default(),
         }
     }
 
