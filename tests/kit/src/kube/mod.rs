@@ -6,11 +6,12 @@
 //! - later `continue` pages show the current state, not a snapshot at the first page's rv;
 //! - list `resourceVersion`/`resourceVersionMatch` are ignored (always the latest state), and a
 //!   watch from an rv newer than the store's is accepted instead of waiting;
-//! - strategic merge patch knows only `metadata.finalizers`, `metadata.ownerReferences` and a
-//!   ServiceAccount's `secrets`; server-side apply answers 415; `dryRun` and `fieldManager` are ignored;
+//! - strategic merge patch knows only `metadata.finalizers` (in apimachinery's order),
+//!   `metadata.ownerReferences` and a ServiceAccount's `secrets` (both appended, not reordered); server-side apply answers 415; `dryRun` and `fieldManager` are ignored;
 //! - deleting a namespace deletes its content at once (finalizers still hold objects) and the
 //!   namespace goes with its last object; garbage collection is background-only;
-//! - core/v1 and `events.k8s.io/v1` Events are stored apart; no admission plugins besides the
+//! - core/v1 and `events.k8s.io/v1` Events are stored apart; core/v1 Events get only the namespace
+//!   rule of their validation; no admission plugins besides the
 //!   opt-in chart policies (no OwnerReferencesPermissionEnforcement).
 
 mod admission;

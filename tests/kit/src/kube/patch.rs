@@ -78,13 +78,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value, plural: &str) {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let mut merged = list;
-        for f in add {
-            if !merged.contains(&f) {
-                merged.push(f);
-            }
-        }
-        target["metadata"]["finalizers"] = Value::Array(merged);
+        target["metadata"]["finalizers"] = Value::Array(merge_primitive_list(&list, &add));
     } else if let Some(Value::Null) = finalizers {
         if let Some(m) = target["metadata"].as_object_mut() {
             m.remove("finalizers");
@@ -98,6 +92,46 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value, plural: &str) {
     if let Some(items) = owners {
         merge_list_by_key(&mut target["metadata"]["ownerReferences"], &items, "uid");
     }
+}
+
+/// Merges a list of scalars whose patch strategy is `merge`, in the order apimachinery's
+/// `mergeSlice` gives: the union without duplicates, then patch items (in patch order) and
+/// server-only items (in live order) interleaved, a server-only item going before a patch item
+/// only when both are in the live list and it comes first there. So new items come first:
+/// live `[a]` patched with `[b]` gives `[b, a]`, as the real server answers.
+fn merge_primitive_list(live: &[Value], patch: &[Value]) -> Vec<Value> {
+    let mut patch_items: Vec<Value> = Vec::new();
+    for p in patch {
+        if !patch_items.contains(p) {
+            patch_items.push(p.clone());
+        }
+    }
+    let mut server_only: Vec<Value> = Vec::new();
+    for l in live {
+        if !patch.contains(l) && !server_only.contains(l) {
+            server_only.push(l.clone());
+        }
+    }
+    let pos = |v: &Value| live.iter().position(|x| x == v);
+    let mut out = Vec::with_capacity(patch_items.len() + server_only.len());
+    let (mut i, mut j) = (0, 0);
+    while i < server_only.len() || j < patch_items.len() {
+        let take_left = if i >= server_only.len() {
+            false
+        } else if j >= patch_items.len() {
+            true
+        } else {
+            matches!((pos(&server_only[i]), pos(&patch_items[j])), (Some(l), Some(r)) if l < r)
+        };
+        if take_left {
+            out.push(server_only[i].clone());
+            i += 1;
+        } else {
+            out.push(patch_items[j].clone());
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Merges a list of objects by a key field; `null` replaces the whole list (deletes it).
@@ -340,7 +374,11 @@ mod tests {
         let p = json!({"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "2", "name": "y"}]},
             "imagePullSecrets": [{"name": "q"}]});
         strategic_merge_patch(&mut t, &p, "serviceaccounts");
-        assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(
+            t["metadata"]["finalizers"],
+            json!(["b", "a"]),
+            "new items first, as the real server orders them"
+        );
         assert_eq!(
             t["metadata"]["ownerReferences"].as_array().unwrap().len(),
             2
@@ -356,6 +394,18 @@ mod tests {
             "serviceaccounts",
         );
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn primitive_lists_merge_in_apimachinerys_order() {
+        let v = |l: &[&str]| l.iter().map(|s| json!(s)).collect::<Vec<_>>();
+        assert_eq!(merge_primitive_list(&v(&["a"]), &v(&["b"])), v(&["b", "a"]));
+        assert_eq!(
+            merge_primitive_list(&v(&["a", "b", "c"]), &v(&["c", "a"])),
+            v(&["b", "c", "a"])
+        );
+        assert_eq!(merge_primitive_list(&v(&["a"]), &v(&["a"])), v(&["a"]));
+        assert_eq!(merge_primitive_list(&[], &v(&["x", "y"])), v(&["x", "y"]));
     }
 
     #[test]

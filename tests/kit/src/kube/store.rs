@@ -605,13 +605,21 @@ impl State {
     }
 
     /// Type-specific validation and defaulting, on create and update.
-    fn validate(rt: &ResourceType, obj: &mut Value, crd_schema: bool) -> Result<(), ApiError> {
+    fn validate(
+        rt: &ResourceType,
+        ns: &str,
+        obj: &mut Value,
+        crd_schema: bool,
+    ) -> Result<(), ApiError> {
         validate::metadata(rt, obj)?;
         if std::ptr::eq(rt, &resources::SECRETS) {
             validate::secret(obj)?;
         }
         if std::ptr::eq(rt, &resources::EVENTS) {
             validate::event(obj)?;
+        }
+        if std::ptr::eq(rt, &resources::EVENTS) || std::ptr::eq(rt, &resources::CORE_EVENTS) {
+            validate::event_namespace(rt, ns, obj)?;
         }
         if rt.custom && crd_schema {
             let name = meta_str(obj, "name").to_string();
@@ -657,7 +665,7 @@ impl State {
         }
         // Admission (NamespaceLifecycle) runs before validation, so a missing namespace wins.
         self.check_namespace(rt, ns, meta_str(&obj, "name"))?;
-        Self::validate(rt, &mut obj, self.crd_validation)?;
+        Self::validate(rt, ns, &mut obj, self.crd_validation)?;
         self.admit(rt, None, &obj)?;
         if !meta_str(&obj, "resourceVersion").is_empty() {
             return Err(ApiError::rv_on_create());
@@ -788,7 +796,7 @@ impl State {
         };
         new["apiVersion"] = Value::String(rt.api_version());
         new["kind"] = Value::String(rt.kind.to_string());
-        Self::validate(rt, &mut new, self.crd_validation)?;
+        Self::validate(rt, ns, &mut new, self.crd_validation)?;
         if !status {
             self.admit(rt, Some(&old), &new)?;
         }

@@ -219,10 +219,75 @@ pub fn event(obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The namespace rule every Event write passes (apiserver's `legacyValidateEvent`, run for
+/// core/v1 and `events.k8s.io/v1` alike): the involved object's namespace (`involvedObject` in
+/// core/v1, `regarding` in `events.k8s.io/v1`) must agree with the Event's. Without `eventTime`
+/// an empty one is allowed only in the namespaces `""` and `default`, and a set one must equal
+/// the Event's; with `eventTime` an empty one is allowed only in `default` and `kube-system`.
+pub fn event_namespace(rt: &ResourceType, ns: &str, obj: &Value) -> Result<(), ApiError> {
+    let field = if std::ptr::eq(rt, &resources::CORE_EVENTS) {
+        "involvedObject"
+    } else {
+        "regarding"
+    };
+    let involved = obj[field]["namespace"].as_str().unwrap_or("");
+    let has_time = obj
+        .get("eventTime")
+        .is_some_and(|t| !t.is_null() && t != "");
+    let ok = match (has_time, involved.is_empty()) {
+        (false, true) => ns.is_empty() || ns == "default",
+        (false, false) => involved == ns,
+        (true, true) => ns == "default" || ns == "kube-system",
+        (true, false) => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    Err(ApiError::invalid_value(
+        rt,
+        name,
+        &format!("{field}.namespace"),
+        involved,
+        "does not match event.namespace",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_events_involved_namespace_must_match_its_own() {
+        let core = &resources::CORE_EVENTS;
+        let ev = |f: &str, ns: &str, time: bool| {
+            let mut e = json!({"metadata": {"name": "e"}, f: {"kind": "Pod", "name": "p"}});
+            if !ns.is_empty() {
+                e[f]["namespace"] = json!(ns);
+            }
+            if time {
+                e["eventTime"] = json!("2026-01-01T00:00:00.000000Z");
+            }
+            e
+        };
+        assert!(event_namespace(core, "ns", &ev("involvedObject", "ns", false)).is_ok());
+        let e = event_namespace(core, "ns", &ev("involvedObject", "other", false)).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.to_status()["message"].as_str().unwrap().contains(
+            "involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"
+        ));
+        assert!(event_namespace(core, "ns", &ev("involvedObject", "", false)).is_err());
+        assert!(event_namespace(core, "default", &ev("involvedObject", "", false)).is_ok());
+        let v1 = &resources::EVENTS;
+        let e = event_namespace(v1, "ns", &ev("regarding", "", true)).unwrap_err();
+        assert!(e.to_status()["message"]
+            .as_str()
+            .unwrap()
+            .contains("regarding.namespace: Invalid value: \"\": does not match event.namespace"));
+        assert!(event_namespace(v1, "ns", &ev("regarding", "ns", true)).is_ok());
+        assert!(event_namespace(v1, "kube-system", &ev("regarding", "", true)).is_ok());
+    }
 
     #[test]
     fn dns_names_follow_rfc1123() {
