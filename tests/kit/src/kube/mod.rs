@@ -7,12 +7,14 @@
 //! - list `resourceVersion`/`resourceVersionMatch` are ignored (always the latest state), and a
 //!   watch from an rv newer than the store's is accepted instead of waiting;
 //! - strategic merge patch knows only `metadata.finalizers` (in apimachinery's order),
-//!   `metadata.ownerReferences` and a ServiceAccount's `secrets` (both appended, not reordered); server-side apply answers 415; `dryRun` and `fieldManager` are ignored;
+//!   `metadata.ownerReferences` and a ServiceAccount's `secrets` (both appended, not reordered);
+//!   server-side apply answers 415; `dryRun` and `fieldManager` are ignored;
 //! - deleting a namespace deletes its content at once (finalizers still hold objects) and the
 //!   namespace goes with its last object; garbage collection is background-only;
-//! - core/v1 and `events.k8s.io/v1` Events are stored apart; core/v1 Events get only the namespace
-//!   rule of their validation; no admission plugins besides the
-//!   opt-in chart policies (no OwnerReferencesPermissionEnforcement).
+//! - core/v1 and `events.k8s.io/v1` Events are stored apart; core/v1 Events get only the
+//!   namespace rule of their validation; no admission plugins besides the opt-in chart policies
+//!   (no OwnerReferencesPermissionEnforcement);
+//! - requests answer at once unless [`ApiServer::set_latency`] sets a simulated latency.
 
 mod admission;
 mod auth;

@@ -23,6 +23,8 @@ pub struct Args {
     pub unrelated_size: usize,
     /// Whether to run the refresh scenario.
     pub refresh: bool,
+    /// Whether the bindings share their namespace's `default` ServiceAccount (else one each).
+    pub shared_sa: bool,
     /// Binding count of the refresh scenario.
     pub refresh_size: usize,
     /// ACR token lifetime in the refresh scenario; `None` derives one from the expected convergence.
@@ -58,6 +60,7 @@ impl Default for Args {
             unrelated: 0,
             unrelated_size: 1_000,
             refresh: false,
+            shared_sa: false,
             refresh_size: 1_000,
             token_lifetime: None,
             // acrpull's own defaults, so a run without flags measures what users get.
@@ -118,6 +121,8 @@ bench: acrpull's scale benchmark (run by scripts/bench.sh)
   --unrelated U         also run a cluster with U unrelated Secrets and U ServiceAccounts (default 0: skip)
   --unrelated-size N    bindings in that scenario (default 1000)
   --refresh             also run a refresh cycle with short token lifetimes
+  --shared-sa           bindings share their namespace's `default` ServiceAccount (N/M each,
+                        so concurrent workers patch one object) instead of one ServiceAccount each
   --refresh-size N      bindings in the refresh scenario (default 1000)
   --token-lifetime S    ACR token lifetime in seconds for the refresh scenario (default: derived)
   --qps Q               acrpull --kube-api-qps (default 50; 0 = unlimited)
@@ -142,7 +147,7 @@ pub enum Command {
 }
 
 /// Flags that take no value.
-const SWITCHES: [&str; 2] = ["refresh", "help"];
+const SWITCHES: [&str; 3] = ["refresh", "shared-sa", "help"];
 
 /// Parses arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgError> {
@@ -159,6 +164,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         if SWITCHES.contains(&name.as_str()) {
             match name.as_str() {
                 "help" => return Ok(Command::Help),
+                "shared-sa" => out.shared_sa = true,
                 _ => out.refresh = true,
             }
             continue;
@@ -304,6 +310,7 @@ mod tests {
             "7",
             "--qps=0",
             "--refresh",
+            "--shared-sa",
             "--unrelated",
             "50000",
             "--token-lifetime=240",
@@ -316,6 +323,7 @@ mod tests {
         assert_eq!(a.namespaces, 7);
         assert_eq!(a.qps, 0.0);
         assert!(a.refresh);
+        assert!(a.shared_sa);
         assert_eq!(a.unrelated, 50_000);
         assert_eq!(a.token_lifetime, Some(Duration::from_secs(240)));
         assert_eq!(a.acrpull_args, vec!["--workers=8".to_string()]);

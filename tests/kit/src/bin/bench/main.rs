@@ -41,6 +41,7 @@ fn plan(a: &Args) -> Vec<(Kind, Scenario)> {
         extra_args: a.acrpull_args.clone(),
         extra_env: a.acrpull_env.clone(),
         log_dir: a.log_dir.clone(),
+        shared_sa: a.shared_sa,
         latency: Latency {
             read: a.read_latency,
             write: a.write_latency,

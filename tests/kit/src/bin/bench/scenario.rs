@@ -59,6 +59,8 @@ pub struct Scenario {
     pub log_dir: Option<PathBuf>,
     /// The emulated API server's latency while acrpull runs (the fill is direct, without it).
     pub latency: Latency,
+    /// Bindings use their namespace's `default` ServiceAccount instead of one each.
+    pub shared_sa: bool,
 }
 
 impl Scenario {
@@ -193,7 +195,11 @@ fn binding_names(s: &Scenario, i: usize) -> (String, String, String) {
     (
         ns_name(i % s.namespace_count()),
         format!("b-{i}"),
-        format!("sa-{i}"),
+        if s.shared_sa {
+            "default".to_string()
+        } else {
+            format!("sa-{i}")
+        },
     )
 }
 
@@ -265,12 +271,15 @@ fn fill_cluster(api: &ApiServer, s: &Scenario) -> Result<(), ScenarioError> {
     }
     for i in 0..s.bindings {
         let (ns, name, sa) = binding_names(s, i);
-        create(
-            api,
-            "serviceaccounts",
-            &ns,
-            json!({"metadata": {"name": sa}}),
-        )?;
+        // A shared `default` ServiceAccount is the one the namespace gets by itself.
+        if !s.shared_sa {
+            create(
+                api,
+                "serviceaccounts",
+                &ns,
+                json!({"metadata": {"name": sa}}),
+            )?;
+        }
         let client_id = identity((i % s.identities) as u32 + 1).client_id;
         let host = registry_host((i / s.identities) % s.registries);
         create(
@@ -570,6 +579,18 @@ pub fn run(s: &Scenario, acrpull: &Path) -> Result<Outcome, ScenarioError> {
             eprintln!("    cannot write {}: {e}", file.display());
         }
     }
+    let sa = |f: &dyn Fn(&str, u16) -> bool| {
+        run.w.api.count_matching(|r| {
+            r.user == CONTROLLER_USER && r.resource == "serviceaccounts" && f(&r.verb, r.code)
+        })
+    };
+    eprintln!(
+        "    ServiceAccount writes {} (422: {}, 409: {}), gets {}",
+        sa(&|v, _| matches!(v, "patch" | "update")),
+        sa(&|v, c| matches!(v, "patch" | "update") && c == 422),
+        sa(&|v, c| matches!(v, "patch" | "update") && c == 409),
+        sa(&|v, _| v == "get"),
+    );
     let missing_references = run.missing_references();
     let at_end = run.sample()?;
     let bench = procfs::sample("self")?;
@@ -612,6 +633,7 @@ mod tests {
             extra_env: Vec::new(),
             log_dir: None,
             latency: Latency::default(),
+            shared_sa: false,
         }
     }
 
