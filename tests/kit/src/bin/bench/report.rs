@@ -233,14 +233,22 @@ pub fn table(o: &Outcome, hz: u64) -> String {
     }
 
     let mut out = format!(
-        "### {}: {n} bindings, {} namespaces, {} identities, {} registries, {} unrelated Secrets + ServiceAccounts; qps {}, burst {}\n\n",
+        "### {}: {n} bindings, {} namespaces, {} identities, {} registries, {} unrelated Secrets + ServiceAccounts; qps {}, burst {}; API latency read/write/watch {}/{}/{} ms{}\n\n",
         s.name,
         s.namespaces.min(n.max(1)),
         s.identities,
         s.registries,
         s.unrelated,
         s.qps,
-        s.burst
+        s.burst,
+        s.latency.read.as_millis(),
+        s.latency.write.as_millis(),
+        s.latency.watch.as_millis(),
+        if s.shared_sa {
+            "; bindings share their namespace's default ServiceAccount"
+        } else {
+            ""
+        }
     );
     if !s.extra_args.is_empty() || !s.extra_env.is_empty() {
         let env: Vec<String> = s
