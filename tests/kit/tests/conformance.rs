@@ -525,7 +525,8 @@ fn events_require_their_fields() {
     let mut ok = json!({"metadata": {"name": "e2"}, "eventTime": "2026-01-01T00:00:00.000000Z",
         "reportingController": "acrpull.microsoft.com/controller", "reportingInstance": "pod-1",
         "action": "Reconcile", "reason": "Refreshed", "type": "Normal", "note": "ok"});
-    // Without `regarding`, its namespace is "" and does not match the Event's.
+    // Without `regarding`, its namespace is "" and does not match the Event's. The server
+    // validates its internal type, so the field is `involvedObject` here too (seen on 1.36).
     let (code, st) = t.client.post(&ep, &ok);
     assert_eq!(code, 422, "{st}");
     assert!(
@@ -533,6 +534,10 @@ fn events_require_their_fields() {
             .as_str()
             .unwrap()
             .contains("does not match event.namespace"),
+        "{st}"
+    );
+    assert!(
+        cause_fields(&st).contains(&"involvedObject.namespace".to_string()),
         "{st}"
     );
     ok["regarding"] = json!({"apiVersion": "v1", "kind": "Secret", "namespace": ns, "name": "s"});

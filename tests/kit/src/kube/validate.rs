@@ -221,7 +221,9 @@ pub fn event(obj: &Value) -> Result<(), ApiError> {
 
 /// The namespace rule every Event write passes (apiserver's `legacyValidateEvent`, run for
 /// core/v1 and `events.k8s.io/v1` alike): the involved object's namespace (`involvedObject` in
-/// core/v1, `regarding` in `events.k8s.io/v1`) must agree with the Event's. Without `eventTime`
+/// core/v1, `regarding` in `events.k8s.io/v1`) must agree with the Event's. The server validates
+/// its internal type, so the error names `involvedObject.namespace` for both versions (observed
+/// on a real 1.36 server for an `events.k8s.io/v1` Event). Without `eventTime`
 /// an empty one is allowed only in the namespaces `""` and `default`, and a set one must equal
 /// the Event's; with `eventTime` an empty one is allowed only in `default` and `kube-system`.
 pub fn event_namespace(rt: &ResourceType, ns: &str, obj: &Value) -> Result<(), ApiError> {
@@ -247,7 +249,7 @@ pub fn event_namespace(rt: &ResourceType, ns: &str, obj: &Value) -> Result<(), A
     Err(ApiError::invalid_value(
         rt,
         name,
-        &format!("{field}.namespace"),
+        "involvedObject.namespace",
         involved,
         "does not match event.namespace",
     ))
@@ -281,10 +283,9 @@ mod tests {
         assert!(event_namespace(core, "default", &ev("involvedObject", "", false)).is_ok());
         let v1 = &resources::EVENTS;
         let e = event_namespace(v1, "ns", &ev("regarding", "", true)).unwrap_err();
-        assert!(e.to_status()["message"]
-            .as_str()
-            .unwrap()
-            .contains("regarding.namespace: Invalid value: \"\": does not match event.namespace"));
+        assert!(e.to_status()["message"].as_str().unwrap().contains(
+            "involvedObject.namespace: Invalid value: \"\": does not match event.namespace"
+        ));
         assert!(event_namespace(v1, "ns", &ev("regarding", "ns", true)).is_ok());
         assert!(event_namespace(v1, "kube-system", &ev("regarding", "", true)).is_ok());
     }
