@@ -559,7 +559,7 @@ impl Reconciler {
     /// remove the Secret when the binding is deleted, and a shard whose selector matches it now
     /// adds its own finalizer. The binding is read first: the watch no longer shows it.
     fn release_unselected(&self, key: &BindingKey) -> Result<(), ReconcileError> {
-        if self.selector.is_empty() || !(self.may_write)() {
+        if !(self.may_write)() {
             self.fold(Update::Released(key));
             return Ok(());
         }

@@ -358,11 +358,11 @@ fn lookup_error(e: workload::WorkloadError) -> BindingError {
             service_account,
             annotation,
         },
+        workload::WorkloadError::GetServiceAccount(e) => BindingError::ServiceAccountUnreadable {
+            detail: e.to_string(),
+        },
         other => BindingError::ServiceAccountUnreadable {
-            detail: match other {
-                workload::WorkloadError::GetServiceAccount(e) => e.to_string(),
-                other => other.to_string(),
-            },
+            detail: other.to_string(),
         },
     }
 }
